@@ -1,0 +1,178 @@
+//! The end-to-end system benchmark: the release `tracelake` binary, fed by `tracelake loadgen`.
+//!
+//! Measures ingest throughput (keep-all), bytes per span on disk next to the raw OTLP protobuf
+//! bytes of the same spans, and trace-by-id latency (`/api/traces/{id}`, JSON and protobuf).
+//!
+//! ```sh
+//! cargo bench --bench e2e -- --traces 20000
+//! ```
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/e2e/server.rs"]
+mod server;
+
+use std::time::{Duration, Instant};
+
+use server::TestServer;
+
+struct Args {
+    traces: u64,
+    lookups: usize,
+    concurrency: u64,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        traces: 20_000,
+        lookups: 300,
+        concurrency: 8,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let value = || argv.get(i + 1).and_then(|v| v.parse().ok());
+        match argv[i].as_str() {
+            "--traces" => args.traces = value().expect("--traces N"),
+            "--lookups" => args.lookups = value().expect("--lookups N") as usize,
+            "--concurrency" => args.concurrency = value().expect("--concurrency N"),
+            _ => {} // cargo bench passes --bench
+        }
+        i += 1;
+    }
+    args
+}
+
+fn dir_bytes(dir: &std::path::Path, ext: &str) -> (u64, usize) {
+    let (mut bytes, mut files) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = parse_args();
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = TestServer::start(dir.path(), &["--flush-interval", "5s"]).await;
+
+    // 1. Ingest throughput, keep-all.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
+        .args([
+            "loadgen",
+            "--rate",
+            "0",
+            "--no-progress",
+            "--json",
+            "--seed",
+            "1",
+        ])
+        .args(["--traces", &args.traces.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .args(["--batch-traces", "100"])
+        .args(["--endpoint", &srv.grpc_url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let spans = summary["spans_acked"].as_u64().unwrap();
+    let raw_bytes = summary["bytes_sent"].as_u64().unwrap();
+    let spans_per_sec = summary["spans_per_sec"]
+        .as_f64()
+        .unwrap_or_else(|| spans as f64 / summary["elapsed_secs"].as_f64().unwrap_or(f64::NAN));
+    assert_eq!(summary["spans_failed"], 0, "{summary}");
+
+    // 2. Bytes on disk after the final flush.
+    let stopped = Instant::now();
+    assert!(srv.terminate().success());
+    let final_flush = stopped.elapsed();
+    let (parquet_bytes, files) = dir_bytes(&dir.path().join("tenants"), "parquet");
+
+    // 3. Trace by id, from Parquet after a restart.
+    let srv = TestServer::start(dir.path(), &["--flush-interval", "5s"]).await;
+    assert_eq!(srv.count("").await, spans);
+    let ids: Vec<String> = srv
+        .sql(&format!(
+            "SELECT DISTINCT encode(trace_id, 'hex') AS id FROM spans LIMIT {}",
+            args.lookups
+        ))
+        .await
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let client = reqwest::Client::new();
+    let mut timings = Vec::new();
+    for accept in ["application/json", "application/protobuf"] {
+        let mut lat = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let t = Instant::now();
+            let resp = client
+                .get(srv.url(&format!("/api/traces/{id}")))
+                .header("Accept", accept)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let _ = resp.bytes().await.unwrap();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        timings.push((accept, lat));
+    }
+
+    println!(
+        "## tracelake end-to-end ({} traces, {} spans)",
+        args.traces, spans
+    );
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    println!(
+        "| ingest, keep-all, OTLP/gRPC, {} concurrent | {:.0} spans/s |",
+        args.concurrency, spans_per_sec
+    );
+    println!(
+        "| raw OTLP protobuf | {:.1} bytes/span |",
+        raw_bytes as f64 / spans as f64
+    );
+    println!(
+        "| on disk (Parquet, {} files) | {:.1} bytes/span ({:.1}x smaller) |",
+        files,
+        parquet_bytes as f64 / spans as f64,
+        raw_bytes as f64 / parquet_bytes as f64
+    );
+    println!(
+        "| final flush on SIGTERM | {:.2} s |",
+        final_flush.as_secs_f64()
+    );
+    for (accept, lat) in &timings {
+        println!(
+            "| trace by id ({accept}), {} lookups | median {:.1} ms, p90 {:.1} ms, p99 {:.1} ms |",
+            lat.len(),
+            percentile(lat, 0.5).as_secs_f64() * 1e3,
+            percentile(lat, 0.9).as_secs_f64() * 1e3,
+            percentile(lat, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! The query engine: one DataFusion `SessionContext` per tenant over that tenant's `spans`,
+//! executed on a runtime of its own so query CPU never stalls the IO threads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tracelake_proto::columns;
+use tracelake_storage::{validate_tenant, Storage};
+
+use crate::error::{Error, Result};
+use crate::guard;
+use crate::provider::SpansTable;
+
+/// Limits and tuning of the query engine.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// A query running longer than this is cancelled.
+    pub timeout: Duration,
+    /// At most this many rows are returned by a SQL query.
+    pub max_rows: usize,
+    /// Memory all running queries may hold, in bytes.
+    pub memory_limit: usize,
+    /// Worker threads of the query runtime.
+    pub threads: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_rows: 100_000,
+            memory_limit: 1024 * 1024 * 1024,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// The result of a SQL query.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    /// The result schema.
+    pub schema: SchemaRef,
+    /// The rows, at most `max_rows`.
+    pub batches: Vec<RecordBatch>,
+    /// True when rows beyond `max_rows` were cut off.
+    pub truncated: bool,
+}
+
+/// An optional time window, in unix nanoseconds, that narrows the partitions read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Inclusive start.
+    pub start_unix_nano: u64,
+    /// Inclusive end.
+    pub end_unix_nano: u64,
+}
+
+/// Runs queries for every tenant.
+pub struct QueryEngine {
+    storage: Arc<Storage>,
+    config: QueryConfig,
+    runtime_env: Arc<RuntimeEnv>,
+    contexts: Mutex<HashMap<String, SessionContext>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryEngine {
+    /// A query engine over `storage`.
+    pub fn new(storage: Arc<Storage>, config: QueryConfig) -> Result<Self> {
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)))
+            .build_arc()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("tracelake-query")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("starting the query runtime: {e}")))?;
+        Ok(Self {
+            storage,
+            config,
+            runtime_env,
+            contexts: Mutex::new(HashMap::new()),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The DataFusion session of `tenant`, with its `spans` table registered.
+    pub fn context(&self, tenant: &str) -> Result<SessionContext> {
+        validate_tenant(tenant)?;
+        if let Some(ctx) = self.contexts.lock().get(tenant) {
+            return Ok(ctx.clone());
+        }
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("tracelake", "public");
+        let opts = config.options_mut();
+        opts.execution.parquet.pushdown_filters = true;
+        opts.execution.parquet.reorder_filters = true;
+        opts.execution.parquet.bloom_filter_on_read = true;
+        opts.execution.parquet.schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime_env));
+        ctx.register_table(
+            "spans",
+            Arc::new(SpansTable::new(
+                Arc::clone(&self.storage),
+                tenant.to_string(),
+            )),
+        )?;
+        self.contexts
+            .lock()
+            .entry(tenant.to_string())
+            .or_insert(ctx.clone());
+        Ok(ctx)
+    }
+
+    /// Runs one read-only SQL statement for `tenant`.
+    pub async fn sql(&self, tenant: &str, sql: &str) -> Result<QueryOutput> {
+        guard::check(sql)?;
+        let ctx = self.context(tenant)?;
+        let sql = sql.to_string();
+        let max_rows = self.config.max_rows;
+        self.run(async move {
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(&sql, options).await?;
+            collect_limited(df, max_rows).await
+        })
+        .await
+    }
+
+    /// All spans of one trace, ordered by start time. Empty when the trace is unknown.
+    pub async fn trace_by_id(
+        &self,
+        tenant: &str,
+        trace_id: [u8; 16],
+        range: Option<TimeRange>,
+    ) -> Result<Vec<RecordBatch>> {
+        let ctx = self.context(tenant)?;
+        self.run(async move {
+            let mut filter =
+                col(columns::TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec()))));
+            if let Some(r) = range {
+                let (start_date, _) = tracelake_proto::partition_values(r.start_unix_nano);
+                let (end_date, _) = tracelake_proto::partition_values(r.end_unix_nano);
+                filter = filter.and(col(columns::DATE).between(lit(start_date), lit(end_date)));
+            }
+            let df = ctx
+                .table("spans")
+                .await?
+                .filter(filter)?
+                .sort(vec![col(columns::START_TIME_UNIX_NANO).sort(true, true)])?;
+            Ok(df.collect().await?)
+        })
+        .await
+    }
+
+    /// Runs `fut` on the query runtime with the configured timeout.
+    async fn run<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| Error::Internal("query engine is shut down".into()))?;
+        let timeout = self.config.timeout;
+        let handle = runtime.spawn(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout(timeout)),
+            }
+        });
+        match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Internal(format!("query task failed: {e}"))),
+        }
+    }
+}
+
+impl Drop for QueryEngine {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn collect_limited(
+    df: datafusion::dataframe::DataFrame,
+    max_rows: usize,
+) -> Result<QueryOutput> {
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    let (mut rows, mut truncated) = (0usize, false);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if rows + batch.num_rows() > max_rows {
+            let keep = max_rows - rows;
+            if keep > 0 {
+                batches.push(batch.slice(0, keep));
+            }
+            truncated = true;
+            break;
+        }
+        rows += batch.num_rows();
+        batches.push(batch);
+    }
+    Ok(QueryOutput {
+        schema,
+        batches,
+        truncated,
+    })
+}
+
+/// Parses a trace id of 1-32 hex digits (leading zeros may be trimmed, as Jaeger does).
+pub fn parse_trace_id(s: &str) -> Result<[u8; 16]> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidTraceId(s.chars().take(64).collect()));
+    }
+    let padded = format!("{s:0>32}");
+    let mut out = [0u8; 16];
+    for (i, chunk) in padded.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(chunk).map_err(|_| Error::InvalidTraceId(s.into()))?;
+        out[i] = u8::from_str_radix(hex, 16).map_err(|_| Error::InvalidTraceId(s.into()))?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids() {
+        assert_eq!(parse_trace_id("1").unwrap()[15], 1);
+        let full = parse_trace_id("5B8EFFF798038103D269B633813FC60C").unwrap();
+        assert_eq!(full[0], 0x5b);
+        assert_eq!(full[15], 0x0c);
+        assert!(parse_trace_id("").is_err());
+        assert!(parse_trace_id("xyz").is_err());
+        assert!(parse_trace_id(&"a".repeat(33)).is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! The query crate's error type.
+
+use datafusion::error::DataFusionError;
+
+/// Errors from the query layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQL guard refused the statement.
+    #[error("{0}")]
+    Refused(String),
+    /// The SQL text does not parse.
+    #[error("sql parse error: {0}")]
+    Parse(String),
+    /// Planning or execution failed because of the query (unknown column, type error, ...).
+    #[error("{0}")]
+    Query(DataFusionError),
+    /// The query ran longer than the configured timeout.
+    #[error("query exceeded the {0:?} timeout: narrow the time range or add filters")]
+    Timeout(std::time::Duration),
+    /// Reading storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] tracelake_storage::Error),
+    /// A trace id is not 1-32 hex digits.
+    #[error("invalid trace id {0:?}: expected up to 32 hex digits")]
+    InvalidTraceId(String),
+    /// Something broke inside the query engine.
+    #[error("internal query error: {0}")]
+    Internal(String),
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::SQL(e, _) => Error::Parse(e.to_string()),
+            DataFusionError::External(inner) => {
+                match inner.downcast::<tracelake_storage::Error>() {
+                    Ok(storage) => Error::Storage(*storage),
+                    Err(other) => Error::Query(DataFusionError::External(other)),
+                }
+            }
+            DataFusionError::Context(ctx, inner) => match Error::from(*inner) {
+                Error::Query(q) => Error::Query(DataFusionError::Context(ctx, Box::new(q))),
+                other => other,
+            },
+            other => Error::Query(other),
+        }
+    }
+}
+
+impl Error {
+    /// True when the client's request is at fault (a 4xx), false for server faults.
+    pub fn is_client_error(&self) -> bool {
+        match self {
+            Error::Refused(_) | Error::Parse(_) | Error::InvalidTraceId(_) | Error::Timeout(_) => {
+                true
+            }
+            Error::Query(e) => matches!(
+                e.find_root(),
+                DataFusionError::Plan(_)
+                    | DataFusionError::SchemaError(..)
+                    | DataFusionError::NotImplemented(_)
+                    | DataFusionError::SQL(..)
+                    | DataFusionError::ResourcesExhausted(_)
+            ),
+            Error::Storage(tracelake_storage::Error::InvalidTenant(_)) => true,
+            Error::Storage(_) | Error::Internal(_) => false,
+        }
+    }
+}
+
+/// Result alias for the query crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,24 @@
+//! tracelake query layer: DataFusion over each tenant's spans.
+//!
+//! ```text
+//!  SQL text ──> guard::check (read-only) ──> SessionContext (per tenant) ──> collect
+//!                                               │
+//!                     spans = Delta table (pruned by partition, stats, bloom filter)
+//!                             ∪ write buffer (spans acknowledged but not yet flushed)
+//! ```
+//!
+//! The guard is usable on its own:
+//!
+//! ```
+//! use tracelake_query::guard;
+//! assert!(guard::check("SELECT count(*) FROM spans").is_ok());
+//! assert!(guard::check("DROP TABLE spans").is_err());
+//! ```
+
+mod engine;
+mod error;
+pub mod guard;
+mod provider;
+
+pub use engine::{parse_trace_id, QueryConfig, QueryEngine, QueryOutput, TimeRange};
+pub use error::{Error, Result};

@@ -1,0 +1,288 @@
+//! Configuration: CLI flags (each also `TRACELAKE_<NAME>`) over a TOML file over defaults,
+//! validated once into [`Config`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Flags of `tracelake serve`. Every flag is optional; unset flags fall back to the config file,
+/// then to the defaults.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML config file (see `tracelake config example`).
+    #[arg(long, env = "TRACELAKE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Local directory for the write-ahead log and, by default, the tables. Default ./data
+    #[arg(long, env = "TRACELAKE_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Where the Delta tables live: file:///path, s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix. Default: the data directory.
+    #[arg(long, env = "TRACELAKE_STORAGE_URL")]
+    pub(crate) storage_url: Option<String>,
+    /// OTLP/gRPC listen address (port 0 picks a free port). Default 127.0.0.1:4317
+    #[arg(long, env = "TRACELAKE_OTLP_GRPC_ADDR")]
+    pub(crate) otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP listen address. Default 127.0.0.1:4318
+    #[arg(long, env = "TRACELAKE_OTLP_HTTP_ADDR")]
+    pub(crate) otlp_http_addr: Option<SocketAddr>,
+    /// Tempo API, SQL over HTTP, /metrics and /ready. Default 127.0.0.1:3200
+    #[arg(long, env = "TRACELAKE_HTTP_ADDR")]
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// How often buffered spans are flushed to the table, e.g. 5s, 500ms. Default 5s
+    #[arg(long, env = "TRACELAKE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    pub(crate) flush_interval: Option<Duration>,
+}
+
+/// The config file, as written. Unknown keys are an error, so typos are caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileConfig {
+    pub(crate) server: ServerSection,
+    pub(crate) storage: StorageSection,
+    pub(crate) ingest: IngestSection,
+    pub(crate) query: QuerySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerSection {
+    pub(crate) otlp_grpc_addr: Option<SocketAddr>,
+    pub(crate) otlp_http_addr: Option<SocketAddr>,
+    pub(crate) http_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StorageSection {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) flush_interval: Option<Duration>,
+    pub(crate) flush_bytes: Option<usize>,
+    pub(crate) max_buffer_bytes: Option<usize>,
+    pub(crate) wal_segment_bytes: Option<u64>,
+    /// object_store options, e.g. AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP.
+    pub(crate) options: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct IngestSection {
+    pub(crate) max_request_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct QuerySection {
+    #[serde(with = "humantime_serde")]
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_rows: Option<usize>,
+    pub(crate) memory_limit_bytes: Option<usize>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) storage_url: String,
+    pub(crate) storage_options: HashMap<String, String>,
+    pub(crate) otlp_grpc_addr: SocketAddr,
+    pub(crate) otlp_http_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) flush_interval: Duration,
+    pub(crate) flush_bytes: usize,
+    pub(crate) max_buffer_bytes: usize,
+    pub(crate) wal_segment_bytes: u64,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) query_timeout: Duration,
+    pub(crate) query_max_rows: usize,
+    pub(crate) query_memory_limit: usize,
+}
+
+const MAX_REQUEST_CEILING: usize = 64 * 1024 * 1024;
+
+impl Config {
+    /// Layers flags over the file over defaults, and validates the result.
+    pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                parse_file(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.storage.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let storage_url = args
+            .storage_url
+            .clone()
+            .or(file.storage.url)
+            .unwrap_or_else(|| data_dir.to_string_lossy().into_owned());
+        let addr = |flag: Option<SocketAddr>, file: Option<SocketAddr>, default: &str| {
+            flag.or(file)
+                .unwrap_or_else(|| default.parse().expect("valid default address"))
+        };
+        let flush_interval = args
+            .flush_interval
+            .or(file.storage.flush_interval)
+            .unwrap_or(Duration::from_secs(5));
+        if flush_interval < Duration::from_millis(10) {
+            bail!("flush_interval {flush_interval:?} is too short: use at least 10ms");
+        }
+        let max_request_bytes = file.ingest.max_request_bytes.unwrap_or(4 * 1024 * 1024);
+        if max_request_bytes == 0 || max_request_bytes > MAX_REQUEST_CEILING {
+            bail!("ingest.max_request_bytes must be between 1 and {MAX_REQUEST_CEILING}");
+        }
+        let mut storage_options = file.storage.options;
+        // The usual AWS_* variables configure S3 when the file does not.
+        for key in [
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ALLOW_HTTP",
+        ] {
+            if let Ok(v) = std::env::var(key) {
+                storage_options.entry(key.to_string()).or_insert(v);
+            }
+        }
+        Ok(Self {
+            data_dir,
+            storage_url,
+            storage_options,
+            otlp_grpc_addr: addr(
+                args.otlp_grpc_addr,
+                file.server.otlp_grpc_addr,
+                "127.0.0.1:4317",
+            ),
+            otlp_http_addr: addr(
+                args.otlp_http_addr,
+                file.server.otlp_http_addr,
+                "127.0.0.1:4318",
+            ),
+            http_addr: addr(args.http_addr, file.server.http_addr, "127.0.0.1:3200"),
+            flush_interval,
+            flush_bytes: file.storage.flush_bytes.unwrap_or(64 * 1024 * 1024),
+            max_buffer_bytes: file.storage.max_buffer_bytes.unwrap_or(512 * 1024 * 1024),
+            wal_segment_bytes: file.storage.wal_segment_bytes.unwrap_or(64 * 1024 * 1024),
+            max_request_bytes,
+            query_timeout: file.query.timeout.unwrap_or(Duration::from_secs(30)),
+            query_max_rows: file.query.max_rows.unwrap_or(100_000),
+            query_memory_limit: file.query.memory_limit_bytes.unwrap_or(1024 * 1024 * 1024),
+        })
+    }
+}
+
+fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    Ok(toml::from_str(text)?)
+}
+
+/// The commented example printed by `tracelake config example`. Every key is listed with its
+/// default.
+pub(crate) const EXAMPLE: &str = r#"# tracelake configuration. Flags (and TRACELAKE_* variables) override this file.
+
+[server]
+# OTLP/gRPC receiver (flag --otlp-grpc-addr). Port 0 picks a free port.
+otlp_grpc_addr = "127.0.0.1:4317"
+# OTLP/HTTP receiver, POST /v1/traces (flag --otlp-http-addr).
+otlp_http_addr = "127.0.0.1:4318"
+# Tempo API, POST /api/sql, /metrics, /ready (flag --http-addr).
+http_addr = "127.0.0.1:3200"
+
+[storage]
+# Local directory for the write-ahead log and, by default, the tables (flag --data-dir).
+data_dir = "./data"
+# Where the Delta tables live (flag --storage-url): a path, file:///path, s3://bucket/prefix,
+# gs://bucket/prefix or az://container/prefix. Default: data_dir.
+# url = "s3://my-bucket/tracelake"
+# Flush buffered spans to the table at least this often (flag --flush-interval).
+flush_interval = "5s"
+# Flush a tenant early once this many bytes are buffered.
+flush_bytes = 67108864
+# Refuse new spans (gRPC UNAVAILABLE / HTTP 503 with Retry-After) above this many buffered bytes.
+max_buffer_bytes = 536870912
+# Size at which the write-ahead log starts a new segment.
+wal_segment_bytes = 67108864
+
+[storage.options]
+# object_store options for the storage URL. The AWS_* environment variables are used when unset.
+# AWS_ENDPOINT_URL = "http://127.0.0.1:3900"
+# AWS_REGION = "us-east-1"
+# AWS_ACCESS_KEY_ID = "..."
+# AWS_SECRET_ACCESS_KEY = "..."
+# AWS_ALLOW_HTTP = "true"
+
+[ingest]
+# Largest OTLP request accepted, after decompression (max 64 MiB). Larger requests get
+# RESOURCE_EXHAUSTED (gRPC) or 413 (HTTP).
+max_request_bytes = 4194304
+
+[query]
+# Queries running longer are cancelled.
+timeout = "30s"
+# At most this many rows are returned by one SQL query.
+max_rows = 100000
+# Memory all running queries may hold together.
+memory_limit_bytes = 1073741824
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_and_matches_defaults() {
+        let file = parse_file(EXAMPLE).unwrap();
+        assert_eq!(file.storage.flush_interval, Some(Duration::from_secs(5)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let from_file = Config::load(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        let defaults = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(from_file.otlp_grpc_addr, defaults.otlp_grpc_addr);
+        assert_eq!(from_file.flush_bytes, defaults.flush_bytes);
+        assert_eq!(from_file.max_request_bytes, defaults.max_request_bytes);
+        assert_eq!(from_file.query_timeout, defaults.query_timeout);
+    }
+
+    #[test]
+    fn flags_override_file_and_typos_fail() {
+        assert!(parse_file("[storage]\nflush_intervall = \"1s\"").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[storage]\nflush_interval = \"9s\"\n").unwrap();
+        let cfg = Config::load(&ServeArgs {
+            config: Some(path),
+            flush_interval: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.flush_interval, Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod readme_tests {
+    /// The README shows the same example `tracelake config example` prints.
+    #[test]
+    fn readme_config_reference_matches_the_example() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(super::EXAMPLE),
+            "README.md's config block differs from config::EXAMPLE: paste `tracelake config example` into it"
+        );
+    }
+}

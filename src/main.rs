@@ -1,0 +1,88 @@
+//! The `tracelake` binary: `serve`, `loadgen` and `config example`.
+
+mod config;
+mod loadgen;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// tracelake: trace storage and query. OTLP in, Delta Lake on object storage, DataFusion out.
+#[derive(Parser, Debug)]
+#[command(name = "tracelake", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: OTLP receivers, storage, query and HTTP APIs.
+    Serve(config::ServeArgs),
+    /// Send a realistic synthetic OTLP workload to a server.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print a commented TOML config with every key and its default.
+    Example,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TRACELAKE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(
+            "info,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn,delta_kernel=warn,datafusion=warn",
+        ));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tracelake-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            init_tracing();
+            config::Config::load(&args).and_then(|cfg| runtime.block_on(serve::run(cfg)))
+        }
+        Command::Loadgen(args) => {
+            init_tracing();
+            let json = args.json;
+            runtime
+                .block_on(loadgen::run(args))
+                .map(|summary| summary.print(json))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `tracelake serve`: wires storage, ingest, query and the HTTP APIs together, and shuts them
+//! down in order: stop accepting, drain in-flight requests, flush and commit, exit.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracelake_ingest::pipeline::Pipeline;
+use tracelake_ingest::sampler::{KeepAll, Sampler};
+use tracelake_ingest::{IngestMetrics, ReceiverConfig, SpanSink};
+use tracelake_query::{QueryConfig, QueryEngine};
+use tracelake_storage::{Storage, StorageConfig, StorageLocation, StorageMetrics};
+use tracelake_ui_api::ApiState;
+use tracing::{error, info, warn};
+
+/// How long shutdown waits for in-flight requests before closing connections.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+use crate::config::Config;
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let storage_metrics = StorageMetrics::register(&mut registry);
+    let ingest_metrics = IngestMetrics::register(&mut registry);
+
+    let location = StorageLocation::parse(&config.storage_url, config.storage_options.clone())
+        .context("storage url")?;
+    info!(storage = ?location, data_dir = %config.data_dir.display(), "opening storage");
+    let mut storage_config = StorageConfig::for_location(location, config.data_dir.join("wal"));
+    storage_config.flush_interval = config.flush_interval;
+    storage_config.flush_bytes = config.flush_bytes;
+    storage_config.max_buffer_bytes = config.max_buffer_bytes;
+    storage_config.wal.segment_bytes = config.wal_segment_bytes;
+
+    let sampler: Arc<dyn Sampler> = Arc::new(KeepAll);
+    let mut replay = Pipeline::replay_fn(Arc::clone(&sampler));
+    let storage = Storage::open(storage_config, storage_metrics, &mut replay)
+        .await
+        .context("opening storage")?;
+    let engine = Arc::new(
+        QueryEngine::new(
+            Arc::clone(&storage),
+            QueryConfig {
+                timeout: config.query_timeout,
+                max_rows: config.query_max_rows,
+                memory_limit: config.query_memory_limit,
+                ..QueryConfig::default()
+            },
+        )
+        .context("starting the query engine")?,
+    );
+    let sink: Arc<dyn SpanSink> = Arc::new(Pipeline::new(Arc::clone(&storage), sampler));
+    let receiver = ReceiverConfig {
+        max_request_bytes: config.max_request_bytes,
+        ..ReceiverConfig::default()
+    };
+
+    let grpc = bind("otlp-grpc", config.otlp_grpc_addr).await?;
+    let http = bind("otlp-http", config.otlp_http_addr).await?;
+    let api = bind("http", config.http_addr).await?;
+
+    let stop_accepting = CancellationToken::new();
+    let stop_flusher = CancellationToken::new();
+    let flusher =
+        tokio::spawn(Arc::clone(&storage).run_flusher(stop_flusher.clone().cancelled_owned()));
+    let mut servers = tokio::task::JoinSet::new();
+    {
+        let (sink, receiver, metrics, stop) = (
+            Arc::clone(&sink),
+            receiver.clone(),
+            Arc::clone(&ingest_metrics),
+            stop_accepting.clone(),
+        );
+        servers.spawn(async move {
+            tracelake_ingest::serve_grpc(grpc, sink, receiver, metrics, stop.cancelled_owned())
+                .await
+                .map_err(|e| anyhow::anyhow!("otlp grpc server: {e}"))
+        });
+    }
+    {
+        let (sink, receiver, metrics, stop) = (
+            Arc::clone(&sink),
+            receiver.clone(),
+            Arc::clone(&ingest_metrics),
+            stop_accepting.clone(),
+        );
+        servers.spawn(async move {
+            tracelake_ingest::serve_http(http, sink, receiver, metrics, stop.cancelled_owned())
+                .await
+                .map_err(|e| anyhow::anyhow!("otlp http server: {e}"))
+        });
+    }
+    {
+        let state = ApiState {
+            engine,
+            registry: Arc::new(registry),
+        };
+        let stop = stop_accepting.clone();
+        servers.spawn(async move {
+            tracelake_ui_api::serve(api, state, stop.cancelled_owned())
+                .await
+                .map_err(|e| anyhow::anyhow!("http api server: {e}"))
+        });
+    }
+    info!("tracelake is ready");
+
+    let mut failure = None;
+    tokio::select! {
+        signal = shutdown_signal() => info!(signal, "shutting down: no longer accepting requests"),
+        Some(result) = servers.join_next() => {
+            failure = Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a server task failed: {e}"),
+            });
+        }
+    }
+    stop_accepting.cancel();
+    // Drain in-flight requests, but never wait forever on idle or stuck client connections.
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(result) = servers.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(error = %e, "server error during shutdown"),
+                Err(e) => error!(error = %e, "server task failed during shutdown"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            timeout = ?DRAIN_TIMEOUT,
+            "client connections still open after the drain timeout; closing them"
+        );
+        servers.shutdown().await;
+    }
+    stop_flusher.cancel();
+    let _ = flusher.await;
+    let stats = storage
+        .shutdown()
+        .await
+        .context("final flush (the spans are kept in the write-ahead log for the next start)")?;
+    info!(
+        spans = stats.spans,
+        commits = stats.commits,
+        "final flush done"
+    );
+    if stats.failed > 0 {
+        anyhow::bail!(
+            "{} tenant(s) could not be flushed; their spans stay in the write-ahead log",
+            stats.failed
+        );
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn bind(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {name} listener on {addr}"))?;
+    let local = listener.local_addr()?;
+    // One stdout line per listener: tests and scripts read the bound port from it.
+    println!("listening {name} {local}");
+    info!(listener = name, addr = %local, "listening");
+    Ok(listener)
+}
+
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    ctrl_c.await;
+                    return "SIGINT";
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await;
+        "SIGINT"
+    }
+}

@@ -1,0 +1,531 @@
+//! The storage engine: WAL append, the per-tenant write buffer, periodic flushes to Delta, and
+//! WAL truncation once spans are committed.
+//!
+//! Invariants that make "an acknowledged span is never lost, and never committed twice" hold:
+//! - A WAL record is inserted into the buffer on the WAL writer thread, in sequence order, before
+//!   its fsync; `inserted_through` is the highest sequence number inserted so far.
+//! - A flush commits everything buffered for a tenant together with `txn(app_id, max_seq)`, so
+//!   on replay every record of that tenant with `seq <= txn` is known to be in the table.
+//! - The WAL is truncated through `min(oldest seq still buffered) - 1`, bounded by
+//!   `inserted_through`, and only after the commits that hold everything older.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use deltalake::DeltaTable;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tracelake_proto::span_schema;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::metrics::StorageMetrics;
+use crate::store::{validate_tenant, StorageLocation};
+use crate::table::{append_spans, committed_wal_seq, open_or_create_span_table, sort_spans};
+use crate::wal::{Wal, WalOptions, WalRecord};
+
+/// The dataset name of the span table under each tenant.
+pub const SPANS_DATASET: &str = "spans";
+
+/// Storage engine settings.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Where the Delta tables live.
+    pub location: StorageLocation,
+    /// Local directory of the write-ahead log.
+    pub wal_dir: PathBuf,
+    /// WAL segment settings.
+    pub wal: WalOptions,
+    /// Flush the buffer at least this often.
+    pub flush_interval: Duration,
+    /// Flush a tenant early once its buffer holds this many bytes.
+    pub flush_bytes: usize,
+    /// Refuse new spans (backpressure) while buffered plus unsynced WAL bytes exceed this.
+    pub max_buffer_bytes: usize,
+}
+
+impl StorageConfig {
+    /// Defaults for a data directory: WAL in `<dir>/wal`, tables under `<dir>`.
+    pub fn for_location(location: StorageLocation, wal_dir: PathBuf) -> Self {
+        Self {
+            location,
+            wal_dir,
+            wal: WalOptions::default(),
+            flush_interval: Duration::from_secs(5),
+            flush_bytes: 64 * 1024 * 1024,
+            max_buffer_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a query sees of one tenant at one instant: the committed table and the spans still in
+/// memory. The two never overlap and never miss a span between them.
+#[derive(Clone)]
+pub struct TenantSnapshot {
+    /// The Delta table at its latest committed version, if the table exists.
+    pub table: Option<DeltaTable>,
+    /// Buffered spans not yet in `table`.
+    pub buffered: Vec<RecordBatch>,
+}
+
+/// What one flush did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Spans committed.
+    pub spans: u64,
+    /// Delta commits made.
+    pub commits: u64,
+    /// Tenants whose commit failed (their spans stay buffered and in the WAL).
+    pub failed: u64,
+    /// WAL segments deleted.
+    pub wal_segments_deleted: u64,
+}
+
+#[derive(Default)]
+struct TenantState {
+    table: Option<DeltaTable>,
+    /// Inserted since the last flush started, in seq order.
+    active: Vec<(u64, RecordBatch)>,
+    /// Being committed by the running flush (or left over from a failed one).
+    flushing: Vec<(u64, RecordBatch)>,
+    bytes: usize,
+}
+
+impl TenantState {
+    fn min_seq(&self) -> Option<u64> {
+        self.flushing
+            .first()
+            .or_else(|| self.active.first())
+            .map(|(s, _)| *s)
+    }
+}
+
+struct Shared {
+    tenants: Mutex<HashMap<String, TenantState>>,
+    inserted_through: AtomicU64,
+    buffered_bytes: AtomicU64,
+    flush_bytes: usize,
+    flush_wanted: Notify,
+    metrics: Arc<StorageMetrics>,
+}
+
+impl Shared {
+    fn insert(&self, tenant: &str, seq: u64, batch: Option<RecordBatch>) {
+        let mut tenants = self.tenants.lock();
+        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+            let size = batch.get_array_memory_size();
+            let state = tenants.entry(tenant.to_string()).or_default();
+            state.active.push((seq, batch));
+            state.bytes += size;
+            self.buffered_bytes
+                .fetch_add(size as u64, Ordering::Relaxed);
+            self.metrics
+                .buffer_bytes
+                .set(self.buffered_bytes.load(Ordering::Relaxed) as i64);
+            if state.bytes >= self.flush_bytes {
+                self.flush_wanted.notify_one();
+            }
+        }
+        self.inserted_through.fetch_max(seq, Ordering::AcqRel);
+    }
+}
+
+/// The storage engine. Cheap to share behind an `Arc`.
+pub struct Storage {
+    config: StorageConfig,
+    app_id: String,
+    wal: Wal,
+    shared: Arc<Shared>,
+    flush_lock: tokio::sync::Mutex<()>,
+    flush_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("location", &self.config.location)
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Turns a replayed WAL record into the spans to buffer (decode, then sample).
+pub type ReplayFn<'a> = dyn FnMut(&WalRecord) -> Result<Option<RecordBatch>> + Send + 'a;
+
+impl Storage {
+    /// Opens the WAL and replays every record not yet committed to its tenant's table, through
+    /// `replay` (which decodes and samples it) into the buffer.
+    pub async fn open(
+        config: StorageConfig,
+        metrics: Arc<StorageMetrics>,
+        replay: &mut ReplayFn<'_>,
+    ) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.wal_dir).map_err(|source| Error::Io {
+            context: format!("creating wal directory {}", config.wal_dir.display()),
+            source,
+        })?;
+        let app_id = format!("tracelake-wal-{}", node_id(&config.wal_dir)?);
+        let (wal_dir, wal_opts) = (config.wal_dir.clone(), config.wal.clone());
+        let (wal, info) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, wal_opts))
+            .await
+            .map_err(|e| Error::Config(format!("wal open task failed: {e}")))??;
+        if info.corrupt_segments > 0 {
+            warn!(
+                corrupt_segments = info.corrupt_segments,
+                skipped_bytes = info.skipped_bytes,
+                "write-ahead log had torn or corrupt records; the valid ones were replayed"
+            );
+        }
+        let flush_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tracelake-flush")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                context: "starting the flush runtime".into(),
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            tenants: Mutex::new(HashMap::new()),
+            inserted_through: AtomicU64::new(wal.last_seq()),
+            buffered_bytes: AtomicU64::new(0),
+            flush_bytes: config.flush_bytes,
+            flush_wanted: Notify::new(),
+            metrics,
+        });
+        let storage = Arc::new(Self {
+            config,
+            app_id,
+            wal,
+            shared,
+            flush_lock: tokio::sync::Mutex::new(()),
+            flush_runtime: Some(flush_runtime),
+        });
+
+        // Replay: skip records whose tenant table already holds them (txn >= seq).
+        let mut committed: HashMap<String, u64> = HashMap::new();
+        let (mut replayed, mut skipped) = (0u64, 0u64);
+        for record in &info.records {
+            if !committed.contains_key(&record.tenant) {
+                let table = storage.table(&record.tenant, true).await?;
+                let seq = match &table {
+                    Some(t) => committed_wal_seq(t, &storage.app_id).await?,
+                    None => 0,
+                };
+                committed.insert(record.tenant.clone(), seq);
+            }
+            if record.seq <= committed[&record.tenant] {
+                skipped += 1;
+                continue;
+            }
+            let batch = replay(record)?;
+            storage.shared.insert(&record.tenant, record.seq, batch);
+            replayed += 1;
+        }
+        if replayed + skipped > 0 {
+            info!(
+                replayed,
+                already_committed = skipped,
+                "replayed write-ahead log"
+            );
+        }
+        Ok(storage)
+    }
+
+    /// This process's WAL identity, recorded in Delta `txn` actions.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The configured storage location.
+    pub fn location(&self) -> &StorageLocation {
+        &self.config.location
+    }
+
+    /// True while the buffer and unsynced WAL are over their memory limit: refuse new spans.
+    pub fn overloaded(&self) -> bool {
+        let bytes = self.shared.buffered_bytes.load(Ordering::Relaxed) + self.wal.pending_bytes();
+        bytes as usize > self.config.max_buffer_bytes
+    }
+
+    /// Appends one request to the WAL and, once sequenced, its spans to the buffer. Resolves when
+    /// the record is durable (fsynced): only then may the client be acknowledged.
+    pub async fn append(
+        &self,
+        tenant: &str,
+        wal_data: Vec<u8>,
+        spans: Option<RecordBatch>,
+    ) -> Result<u64> {
+        validate_tenant(tenant)?;
+        let bytes = wal_data.len() as u64;
+        let shared = Arc::clone(&self.shared);
+        let owned_tenant = tenant.to_string();
+        let seq = self
+            .wal
+            .append(
+                tenant,
+                wal_data,
+                Box::new(move |seq| shared.insert(&owned_tenant, seq, spans)),
+            )
+            .await?;
+        self.shared.metrics.wal_bytes_written.inc_by(bytes);
+        self.shared
+            .metrics
+            .wal_disk_bytes
+            .set(self.wal.disk_bytes() as i64);
+        Ok(seq)
+    }
+
+    /// The tenants that have buffered spans or an opened table.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut t: Vec<_> = self.shared.tenants.lock().keys().cloned().collect();
+        t.sort();
+        t
+    }
+
+    /// A consistent view of a tenant for queries. Opens (never creates) the table on first use.
+    pub async fn snapshot(&self, tenant: &str) -> Result<TenantSnapshot> {
+        validate_tenant(tenant)?;
+        let known = {
+            let tenants = self.shared.tenants.lock();
+            tenants.get(tenant).map(|s| s.table.is_some())
+        };
+        if known != Some(true) {
+            // Load the table outside the lock; a concurrent flush may install a newer one.
+            let _ = self.table(tenant, false).await?;
+        }
+        let tenants = self.shared.tenants.lock();
+        Ok(match tenants.get(tenant) {
+            Some(state) => TenantSnapshot {
+                table: state.table.clone(),
+                buffered: state
+                    .flushing
+                    .iter()
+                    .chain(state.active.iter())
+                    .map(|(_, b)| b.clone())
+                    .collect(),
+            },
+            None => TenantSnapshot {
+                table: None,
+                buffered: Vec::new(),
+            },
+        })
+    }
+
+    /// The tenant's table, opening it (and creating it when `create`) if not yet loaded.
+    async fn table(&self, tenant: &str, create: bool) -> Result<Option<DeltaTable>> {
+        if let Some(t) = self
+            .shared
+            .tenants
+            .lock()
+            .get(tenant)
+            .and_then(|s| s.table.clone())
+        {
+            return Ok(Some(t));
+        }
+        let url = self.config.location.table_url(tenant, SPANS_DATASET)?;
+        let options = self.config.location.options().clone();
+        let table = if create {
+            let t = self
+                .on_flush_runtime(async move { open_or_create_span_table(&url, &options).await })
+                .await?;
+            Some(t)
+        } else {
+            let t = self
+                .on_flush_runtime(async move {
+                    deltalake::DeltaTable::try_from_url_with_storage_options(url.clone(), options)
+                        .await
+                        .map_err(|e| Error::delta(&url, e))
+                })
+                .await?;
+            t.version().is_some().then_some(t)
+        };
+        if let Some(t) = &table {
+            let mut tenants = self.shared.tenants.lock();
+            let state = tenants.entry(tenant.to_string()).or_default();
+            if state.table.is_none() {
+                state.table = Some(t.clone());
+            }
+        }
+        Ok(table)
+    }
+
+    async fn on_flush_runtime<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let rt = self.flush_runtime.as_ref().ok_or(Error::ShuttingDown)?;
+        rt.spawn(fut)
+            .await
+            .map_err(|e| Error::Config(format!("flush task failed: {e}")))?
+    }
+
+    /// Commits every tenant's buffered spans, then truncates the WAL as far as is safe.
+    pub async fn flush(&self) -> Result<FlushStats> {
+        let _guard = self.flush_lock.lock().await;
+        let started = Instant::now();
+        let mut stats = FlushStats::default();
+        let tenants: Vec<String> = self.shared.tenants.lock().keys().cloned().collect();
+        for tenant in tenants {
+            match self.flush_tenant(&tenant).await {
+                Ok(spans) if spans > 0 => {
+                    stats.spans += spans;
+                    stats.commits += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    stats.failed += 1;
+                    self.shared.metrics.flush_errors.inc();
+                    warn!(tenant, error = %e, "flush failed; spans stay buffered and in the WAL");
+                }
+            }
+        }
+        let through = {
+            let tenants = self.shared.tenants.lock();
+            let inserted = self.shared.inserted_through.load(Ordering::Acquire);
+            tenants
+                .values()
+                .filter_map(TenantState::min_seq)
+                .map(|s| s - 1)
+                .min()
+                .map_or(inserted, |m| m.min(inserted))
+        };
+        if through > 0 {
+            stats.wal_segments_deleted = self.wal.truncate_through(through)? as u64;
+        }
+        if stats.spans > 0 {
+            self.shared.metrics.spans_flushed.inc_by(stats.spans);
+            self.shared
+                .metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.shared
+            .metrics
+            .wal_disk_bytes
+            .set(self.wal.disk_bytes() as i64);
+        Ok(stats)
+    }
+
+    async fn flush_tenant(&self, tenant: &str) -> Result<u64> {
+        let batches = {
+            let mut tenants = self.shared.tenants.lock();
+            let Some(state) = tenants.get_mut(tenant) else {
+                return Ok(0);
+            };
+            let active = std::mem::take(&mut state.active);
+            state.flushing.extend(active);
+            if state.flushing.is_empty() {
+                return Ok(0);
+            }
+            state.flushing.clone()
+        };
+        let max_seq = batches.last().map_or(0, |(s, _)| *s);
+        let table = match self.table(tenant, true).await? {
+            Some(t) => t,
+            None => return Err(Error::Config(format!("table for tenant {tenant} missing"))),
+        };
+        let app_id = self.app_id.clone();
+        let spans: u64 = batches.iter().map(|(_, b)| b.num_rows() as u64).sum();
+        let new_table = self
+            .on_flush_runtime(async move {
+                let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
+                let all = concat_batches(&span_schema(), &batches)?;
+                let sorted = sort_spans(&all)?;
+                append_spans(&table, vec![sorted], &app_id, max_seq).await
+            })
+            .await?;
+        let mut tenants = self.shared.tenants.lock();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        let freed: usize = state
+            .flushing
+            .iter()
+            .map(|(_, b)| b.get_array_memory_size())
+            .sum();
+        state.flushing.clear();
+        state.bytes = state.bytes.saturating_sub(freed);
+        state.table = Some(new_table);
+        let total = self
+            .shared
+            .buffered_bytes
+            .fetch_sub(freed as u64, Ordering::Relaxed)
+            .saturating_sub(freed as u64);
+        self.shared.metrics.buffer_bytes.set(total as i64);
+        Ok(spans)
+    }
+
+    /// Runs flushes every `flush_interval`, or sooner when a tenant's buffer is over
+    /// `flush_bytes`, until `shutdown` resolves.
+    pub async fn run_flusher(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(self.config.flush_interval) => {}
+                _ = self.shared.flush_wanted.notified() => {}
+            }
+            if let Err(e) = self.flush().await {
+                warn!(error = %e, "flush failed");
+            }
+        }
+    }
+
+    /// Final flush and WAL sync. Spans that cannot be committed stay in the WAL for the next
+    /// start.
+    pub async fn shutdown(&self) -> Result<FlushStats> {
+        let stats = self.flush().await?;
+        self.wal.rotate()?;
+        Ok(stats)
+    }
+
+    /// Bytes of buffered (unflushed) spans.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.shared.buffered_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(rt) = self.flush_runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A stable identity for this node's WAL, kept in `<wal_dir>/node_id`, so that Delta `txn`
+/// versions of different ingest nodes sharing a table never mix.
+fn node_id(wal_dir: &std::path::Path) -> Result<String> {
+    let path = wal_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })
+        }
+    }
+    let id = format!(
+        "{:016x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default()
+            ^ u64::from(std::process::id()).rotate_left(32)
+    );
+    let tmp = wal_dir.join("node_id.tmp");
+    std::fs::write(&tmp, &id)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| Error::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        })?;
+    Ok(id)
+}

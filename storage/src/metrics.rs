@@ -1,0 +1,74 @@
+//! Storage metrics, registered into the process's Prometheus registry.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Counters and gauges of the storage engine.
+#[derive(Debug)]
+pub struct StorageMetrics {
+    /// Spans committed to Delta tables.
+    pub spans_flushed: Counter,
+    /// Flushes that failed for a tenant.
+    pub flush_errors: Counter,
+    /// Seconds per flush (all tenants).
+    pub flush_seconds: Histogram,
+    /// Bytes appended to the WAL.
+    pub wal_bytes_written: Counter,
+    /// Bytes of live WAL segments on disk.
+    pub wal_disk_bytes: Gauge,
+    /// Bytes of spans buffered in memory.
+    pub buffer_bytes: Gauge,
+}
+
+impl Default for StorageMetrics {
+    fn default() -> Self {
+        Self {
+            spans_flushed: Counter::default(),
+            flush_errors: Counter::default(),
+            flush_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            wal_bytes_written: Counter::default(),
+            wal_disk_bytes: Gauge::default(),
+            buffer_bytes: Gauge::default(),
+        }
+    }
+}
+
+impl StorageMetrics {
+    /// Creates the metrics and registers them under `tracelake_`.
+    pub fn register(registry: &mut Registry) -> std::sync::Arc<Self> {
+        let m = Self::default();
+        registry.register(
+            "tracelake_spans_flushed",
+            "Spans committed to Delta tables",
+            m.spans_flushed.clone(),
+        );
+        registry.register(
+            "tracelake_flush_errors",
+            "Tenant flushes that failed (spans stay buffered and in the WAL)",
+            m.flush_errors.clone(),
+        );
+        registry.register(
+            "tracelake_flush_duration_seconds",
+            "Duration of one flush of all tenants",
+            m.flush_seconds.clone(),
+        );
+        registry.register(
+            "tracelake_wal_written_bytes",
+            "Bytes appended to the write-ahead log",
+            m.wal_bytes_written.clone(),
+        );
+        registry.register(
+            "tracelake_wal_disk_bytes",
+            "Bytes of live write-ahead log segments",
+            m.wal_disk_bytes.clone(),
+        );
+        registry.register(
+            "tracelake_buffer_bytes",
+            "Bytes of spans buffered in memory, not yet flushed",
+            m.buffer_bytes.clone(),
+        );
+        std::sync::Arc::new(m)
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `tracelake` binary on port-0 listeners, driven by real clients
+//! (the OpenTelemetry SDK's OTLP exporters, the generated OTLP gRPC client, HTTP).
+
+mod data;
+mod delta_readers;
+mod durability;
+mod errors;
+mod otlp;
+mod server;

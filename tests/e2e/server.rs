@@ -1,0 +1,199 @@
+//! Starts the real `tracelake` binary on port-0 listeners and talks to it over HTTP.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `tracelake serve`. Killed on drop.
+pub(crate) struct TestServer {
+    child: Option<Child>,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) otlp_http: SocketAddr,
+    pub(crate) http: SocketAddr,
+    stderr_path: PathBuf,
+}
+
+impl TestServer {
+    /// Starts a server on `data_dir` with extra flags, waits for its listeners and `/ready`.
+    pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> TestServer {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let stderr_path = data_dir.join(format!(
+            "server-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--otlp-grpc-addr", "127.0.0.1:0"])
+            .args(["--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("TRACELAKE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tracelake");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while addrs.len() < 3 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let parts: Vec<_> = line.split_whitespace().collect();
+                    if let ["listening", name, addr] = parts.as_slice() {
+                        addrs.insert(name.to_string(), addr.parse::<SocketAddr>().unwrap());
+                    }
+                }
+                Err(_) => {
+                    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    let status = child.try_wait();
+                    let _ = child.kill();
+                    panic!("server did not print its listeners (status {status:?}); log:\n{log}");
+                }
+            }
+        }
+        let server = TestServer {
+            child: Some(child),
+            grpc: addrs["otlp-grpc"],
+            otlp_http: addrs["otlp-http"],
+            http: addrs["http"],
+            stderr_path,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(self.url("/ready")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub(crate) fn otlp_http_url(&self) -> String {
+        format!("http://{}/v1/traces", self.otlp_http)
+    }
+
+    pub(crate) fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Runs SQL through `POST /api/sql` and returns the JSON rows; panics on an error status.
+    pub(crate) async fn sql(&self, sql: &str) -> Vec<Value> {
+        self.sql_tenant(sql, "default").await
+    }
+
+    pub(crate) async fn sql_tenant(&self, sql: &str, tenant: &str) -> Vec<Value> {
+        let resp = reqwest::Client::new()
+            .post(self.url("/api/sql"))
+            .header("X-Scope-OrgID", tenant)
+            .body(sql.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert!(status.is_success(), "sql {sql:?} failed: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// `SELECT count(*)` as a number.
+    pub(crate) async fn count(&self, where_clause: &str) -> u64 {
+        let rows = self
+            .sql(&format!("SELECT count(*) AS n FROM spans {where_clause}"))
+            .await;
+        rows[0]["n"].as_u64().unwrap()
+    }
+
+    /// Polls until `f` holds, or panics after `timeout`.
+    pub(crate) async fn eventually<F, Fut>(&self, timeout: Duration, what: &str, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while !f().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub(crate) fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! HTTP error mapping: the one place query and storage errors become status codes.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 with a message the client can act on.
+    BadRequest(String),
+    /// 404.
+    NotFound(String),
+    /// 500: the detail is logged with a request id; the client sees only the id.
+    Internal(String),
+    /// 504 or 400-class timeout.
+    Timeout(String),
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl From<tracelake_query::Error> for ApiError {
+    fn from(e: tracelake_query::Error) -> Self {
+        match e {
+            tracelake_query::Error::Timeout(_) => ApiError::Timeout(e.to_string()),
+            e if e.is_client_error() => ApiError::BadRequest(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, m),
+            ApiError::Internal(detail) => {
+                let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(request_id = id, error = %detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error (request id {id})"),
+                )
+            }
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}

@@ -1,0 +1,74 @@
+//! Tempo trace-by-id (v1): `GET /api/traces/{id}`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+use serde::Deserialize;
+use tracelake_query::{parse_trace_id, TimeRange};
+
+use crate::{tenant_from_headers, ApiError, ApiState};
+
+/// Optional window, unix seconds.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WindowParams {
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+impl WindowParams {
+    pub(crate) fn range(&self) -> Result<Option<TimeRange>, ApiError> {
+        match (self.start, self.end) {
+            (None, None) => Ok(None),
+            (start, end) => {
+                let start = start.unwrap_or(0);
+                let end = end.unwrap_or(u64::MAX / 1_000_000_000);
+                if end < start {
+                    return Err(ApiError::BadRequest(format!(
+                        "end ({end}) is before start ({start})"
+                    )));
+                }
+                Ok(Some(TimeRange {
+                    start_unix_nano: start.saturating_mul(1_000_000_000),
+                    end_unix_nano: end.saturating_add(1).saturating_mul(1_000_000_000),
+                }))
+            }
+        }
+    }
+}
+
+pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/protobuf") || v.contains("application/x-protobuf"))
+}
+
+pub(crate) async fn trace_by_id_v1(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(window): Query<WindowParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_from_headers(&headers);
+    let trace_id = parse_trace_id(&id)?;
+    let range = window.range()?;
+    let batches = state.engine.trace_by_id(&tenant, trace_id, range).await?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Err(ApiError::NotFound(format!("trace {id} not found")));
+    }
+    let traces = tracelake_proto::batches_to_traces_data(&batches)
+        .map_err(|e| ApiError::Internal(format!("decoding stored spans: {e}")))?;
+    if wants_protobuf(&headers) {
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/protobuf")],
+            traces.encode_to_vec(),
+        )
+            .into_response());
+    }
+    let body = serde_json::json!({
+        "batches": tracelake_proto::json::resource_spans_to_json(&traces.resource_spans)
+    });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
