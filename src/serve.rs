@@ -67,43 +67,36 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let flusher =
         tokio::spawn(Arc::clone(&storage).run_flusher(stop_flusher.clone().cancelled_owned()));
     let mut servers = tokio::task::JoinSet::new();
-    {
-        let (sink, receiver, metrics, stop) = (
+    servers.spawn(named(
+        "otlp grpc server",
+        tracelake_ingest::serve_grpc(
+            grpc,
             Arc::clone(&sink),
             receiver.clone(),
             Arc::clone(&ingest_metrics),
-            stop_accepting.clone(),
-        );
-        servers.spawn(async move {
-            tracelake_ingest::serve_grpc(grpc, sink, receiver, metrics, stop.cancelled_owned())
-                .await
-                .map_err(|e| anyhow::anyhow!("otlp grpc server: {e}"))
-        });
-    }
-    {
-        let (sink, receiver, metrics, stop) = (
+            stop_accepting.clone().cancelled_owned(),
+        ),
+    ));
+    servers.spawn(named(
+        "otlp http server",
+        tracelake_ingest::serve_http(
+            http,
             Arc::clone(&sink),
-            receiver.clone(),
-            Arc::clone(&ingest_metrics),
-            stop_accepting.clone(),
-        );
-        servers.spawn(async move {
-            tracelake_ingest::serve_http(http, sink, receiver, metrics, stop.cancelled_owned())
-                .await
-                .map_err(|e| anyhow::anyhow!("otlp http server: {e}"))
-        });
-    }
+            receiver,
+            ingest_metrics,
+            stop_accepting.clone().cancelled_owned(),
+        ),
+    ));
     {
         let state = ApiState {
             engine,
             registry: Arc::new(registry),
         };
         let stop = stop_accepting.clone();
-        servers.spawn(async move {
-            tracelake_ui_api::serve(api, state, stop.cancelled_owned())
-                .await
-                .map_err(|e| anyhow::anyhow!("http api server: {e}"))
-        });
+        servers.spawn(named(
+            "http api server",
+            tracelake_ui_api::serve(api, state, stop.cancelled_owned()),
+        ));
     }
     info!("tracelake is ready");
 
@@ -158,6 +151,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A server future whose error names the server.
+async fn named<E: std::fmt::Display>(
+    name: &'static str,
+    server: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()> {
+    server.await.map_err(|e| anyhow::anyhow!("{name}: {e}"))
 }
 
 async fn bind(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -143,6 +143,8 @@ pub struct Storage {
     shared: Arc<Shared>,
     flush_lock: tokio::sync::Mutex<()>,
     flush_runtime: Option<tokio::runtime::Runtime>,
+    /// Held for the process's lifetime: one process per WAL directory.
+    _wal_lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Storage {
@@ -169,6 +171,7 @@ impl Storage {
             context: format!("creating wal directory {}", config.wal_dir.display()),
             source,
         })?;
+        let lock = lock_wal_dir(&config.wal_dir)?;
         let app_id = format!("tracelake-wal-{}", node_id(&config.wal_dir)?);
         let (wal_dir, wal_opts) = (config.wal_dir.clone(), config.wal.clone());
         let (wal, info) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, wal_opts))
@@ -205,7 +208,10 @@ impl Storage {
             shared,
             flush_lock: tokio::sync::Mutex::new(()),
             flush_runtime: Some(flush_runtime),
+            _wal_lock: lock,
         });
+
+        storage.probe_store().await?;
 
         // Replay: skip records whose tenant table already holds them (txn >= seq).
         let mut committed: HashMap<String, u64> = HashMap::new();
@@ -235,6 +241,58 @@ impl Storage {
             );
         }
         Ok(storage)
+    }
+
+    /// Checks at start-up that the store is reachable (a missing bucket or bad credentials fail
+    /// here, with a clear message, not at the first flush), and warns when the store ignores
+    /// conditional writes, where only one writer process is safe.
+    async fn probe_store(&self) -> Result<()> {
+        let url = self.config.location.table_url("default", SPANS_DATASET)?;
+        let options = self.config.location.options().clone();
+        let root = self.config.location.root().to_string();
+        self.on_flush_runtime(async move {
+            let table = deltalake::DeltaTable::try_from_url_with_storage_options(url.clone(), options)
+                .await
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "cannot use storage {root}: {e}: check that the bucket exists and the credentials and endpoint are right"
+                    ))
+                })?;
+            let store = table.object_store();
+            let path = object_store::path::Path::from(format!(
+                "_tracelake_probe/{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default()
+            ));
+            let create = || object_store::PutOptions {
+                mode: object_store::PutMode::Create,
+                ..Default::default()
+            };
+            store
+                .put_opts(&path, object_store::PutPayload::from_static(b"probe"), create())
+                .await
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "cannot write to storage {root}: {e}: check that the bucket exists and the credentials allow writes"
+                    ))
+                })?;
+            match store
+                .put_opts(&path, object_store::PutPayload::from_static(b"probe"), create())
+                .await
+            {
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Ok(_) => warn!(
+                    storage = %root,
+                    "this store ignores conditional writes (If-None-Match): concurrent Delta commits can be lost, so run only one tracelake writer process against it"
+                ),
+                Err(e) => warn!(storage = %root, error = %e, "conditional-write probe failed"),
+            }
+            let _ = object_store::ObjectStoreExt::delete(store.as_ref(), &path).await;
+            Ok(())
+        })
+        .await
     }
 
     /// This process's WAL identity, recorded in Delta `txn` actions.
@@ -494,6 +552,31 @@ impl Drop for Storage {
         if let Some(rt) = self.flush_runtime.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// Takes an exclusive lock on `<wal_dir>/LOCK`, so two processes never share one WAL.
+fn lock_wal_dir(wal_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = wal_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            context: format!("opening {}", path.display()),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "another tracelake process is using the write-ahead log in {}: stop it, or give this one its own --data-dir",
+            wal_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            context: format!("locking {}", path.display()),
+            source,
+        }),
     }
 }
 

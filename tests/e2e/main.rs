@@ -2,8 +2,10 @@
 //! (the OpenTelemetry SDK's OTLP exporters, the generated OTLP gRPC client, HTTP).
 
 mod data;
+mod defaults;
 mod delta_readers;
 mod durability;
 mod errors;
 mod otlp;
+mod s3;
 mod server;

@@ -23,7 +23,26 @@ impl TestServer {
     /// Starts a server on `data_dir` with extra flags, waits for its listeners and `/ready`.
     pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> TestServer {
         std::fs::create_dir_all(data_dir).unwrap();
-        let stderr_path = data_dir.join(format!(
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracelake"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--otlp-grpc-addr", "127.0.0.1:0"])
+            .args(["--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra);
+        Self::launch(cmd, data_dir).await
+    }
+
+    /// Starts `tracelake serve` with no flags at all, in `cwd`: the README's first command.
+    pub(crate) async fn start_with_defaults(cwd: &Path) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracelake"));
+        cmd.arg("serve").current_dir(cwd);
+        Self::launch(cmd, cwd).await
+    }
+
+    async fn launch(mut cmd: Command, log_dir: &Path) -> TestServer {
+        let stderr_path = log_dir.join(format!(
             "server-{}.log",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -31,14 +50,7 @@ impl TestServer {
                 .as_nanos()
         ));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--otlp-grpc-addr", "127.0.0.1:0"])
-            .args(["--otlp-http-addr", "127.0.0.1:0"])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .args(extra)
+        let mut child = cmd
             .env("TRACELAKE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
