@@ -120,21 +120,7 @@ async fn periodic_flush_commits_and_truncates_the_wal() {
 async fn a_second_process_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _server = TestServer::start(dir.path(), &[]).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--http-addr", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = TestServer::start_failure(dir.path(), &[]);
     assert!(
         stderr.contains("another tracelake process is using the write-ahead log"),
         "{stderr}"

@@ -60,21 +60,6 @@ async fn a_missing_bucket_is_a_clear_startup_error() {
     let url = s3_url();
     let missing = url.replacen("s3://", "s3://no-such-bucket-", 1);
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--storage-url", &missing])
-        .args([
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--http-addr", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = TestServer::start_failure(dir.path(), &["--storage-url", &missing]);
     assert!(stderr.contains("no-such-bucket"), "{stderr}");
 }

@@ -20,9 +20,8 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server on `data_dir` with extra flags, waits for its listeners and `/ready`.
-    pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> TestServer {
-        std::fs::create_dir_all(data_dir).unwrap();
+    /// `tracelake serve` on `data_dir` with port-0 listeners and extra flags.
+    fn command(data_dir: &Path, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracelake"));
         cmd.arg("serve")
             .arg("--data-dir")
@@ -31,7 +30,23 @@ impl TestServer {
             .args(["--otlp-http-addr", "127.0.0.1:0"])
             .args(["--http-addr", "127.0.0.1:0"])
             .args(extra);
-        Self::launch(cmd, data_dir).await
+        cmd
+    }
+
+    /// Starts a server on `data_dir` with extra flags, waits for its listeners and `/ready`.
+    pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> TestServer {
+        std::fs::create_dir_all(data_dir).unwrap();
+        Self::launch(Self::command(data_dir, extra), data_dir).await
+    }
+
+    /// Runs a server that is expected to refuse to start; returns its stderr.
+    pub(crate) fn start_failure(data_dir: &Path, extra: &[&str]) -> String {
+        let out = Self::command(data_dir, extra).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "the server started, but should not have"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Starts `tracelake serve` with no flags at all, in `cwd`: the README's first command.
