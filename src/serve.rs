@@ -87,17 +87,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             stop_accepting.clone().cancelled_owned(),
         ),
     ));
-    {
-        let state = ApiState {
-            engine,
-            registry: Arc::new(registry),
-        };
-        let stop = stop_accepting.clone();
-        servers.spawn(named(
-            "http api server",
-            tracelake_ui_api::serve(api, state, stop.cancelled_owned()),
-        ));
-    }
+    let state = ApiState {
+        engine,
+        registry: Arc::new(registry),
+    };
+    servers.spawn(named(
+        "http api server",
+        tracelake_ui_api::serve(api, state, stop_accepting.clone().cancelled_owned()),
+    ));
     info!("tracelake is ready");
 
     let mut failure = None;
