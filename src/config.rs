@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use tracelake_ingest::sampling::{Rules, SamplingConfig};
 
 /// Flags of `tracelake serve`. Every flag is optional; unset flags fall back to the config file,
 /// then to the defaults.
@@ -45,6 +46,7 @@ pub(crate) struct FileConfig {
     pub(crate) storage: StorageSection,
     pub(crate) ingest: IngestSection,
     pub(crate) query: QuerySection,
+    pub(crate) sampling: SamplingConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +103,9 @@ pub(crate) struct Config {
     pub(crate) query_timeout: Duration,
     pub(crate) query_max_rows: usize,
     pub(crate) query_memory_limit: usize,
+    /// The config file, read again on `POST /api/sampling/reload` and when it changes.
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) sampling: Rules,
 }
 
 const MAX_REQUEST_CEILING: usize = 64 * 1024 * 1024;
@@ -141,6 +146,7 @@ impl Config {
         if max_request_bytes == 0 || max_request_bytes > MAX_REQUEST_CEILING {
             bail!("ingest.max_request_bytes must be between 1 and {MAX_REQUEST_CEILING}");
         }
+        let sampling = file.sampling.compile().map_err(anyhow::Error::msg)?;
         let mut storage_options = file.storage.options;
         // The usual AWS_* variables configure S3 when the file does not.
         for key in [
@@ -178,12 +184,24 @@ impl Config {
             query_timeout: file.query.timeout.unwrap_or(Duration::from_secs(30)),
             query_max_rows: file.query.max_rows.unwrap_or(100_000),
             query_memory_limit: file.query.memory_limit_bytes.unwrap_or(1024 * 1024 * 1024),
+            config_file: args.config.clone(),
+            sampling,
         })
     }
 }
 
 fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
     Ok(toml::from_str(text)?)
+}
+
+/// Reads the `[sampling]` section of a config file again, for a hot reload. The other sections
+/// must still parse (a typo anywhere is reported), but changes to them need a restart.
+pub(crate) fn read_sampling(path: &std::path::Path) -> Result<SamplingConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading config file {}: {e}", path.display()))?;
+    parse_file(&text)
+        .map(|f| f.sampling)
+        .map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
 /// The commented example printed by `tracelake config example`. Every key is listed with its

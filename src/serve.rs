@@ -8,11 +8,11 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracelake_ingest::pipeline::Pipeline;
-use tracelake_ingest::sampler::{KeepAll, Sampler};
+use tracelake_ingest::sampling::TailSampler;
 use tracelake_ingest::{IngestMetrics, ReceiverConfig, SpanSink};
 use tracelake_query::{QueryConfig, QueryEngine};
 use tracelake_storage::{Storage, StorageConfig, StorageLocation, StorageMetrics};
-use tracelake_ui_api::ApiState;
+use tracelake_ui_api::{ApiState, SamplingControl};
 use tracing::{error, info, warn};
 
 /// How long shutdown waits for in-flight requests before closing connections.
@@ -35,11 +35,20 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     storage_config.max_buffer_bytes = config.max_buffer_bytes;
     storage_config.wal.segment_bytes = config.wal_segment_bytes;
 
-    let sampler: Arc<dyn Sampler> = Arc::new(KeepAll);
+    let sampler = TailSampler::new(config.sampling.clone(), &mut registry);
     let mut replay = Pipeline::replay_fn(Arc::clone(&sampler));
     let storage = Storage::open(storage_config, storage_metrics, &mut replay)
         .await
         .context("opening storage")?;
+    storage
+        .set_hold(sampler.hold())
+        .context("connecting the sampler to storage")?;
+    if config.sampling.config.enabled {
+        info!(
+            decision_wait = ?config.sampling.config.decision_wait,
+            "tail sampling is on"
+        );
+    }
     let engine = Arc::new(
         QueryEngine::new(
             Arc::clone(&storage),
@@ -52,7 +61,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )
         .context("starting the query engine")?,
     );
-    let sink: Arc<dyn SpanSink> = Arc::new(Pipeline::new(Arc::clone(&storage), sampler));
+    let sink: Arc<dyn SpanSink> =
+        Arc::new(Pipeline::new(Arc::clone(&storage), Arc::clone(&sampler)));
     let receiver = ReceiverConfig {
         max_request_bytes: config.max_request_bytes,
         ..ReceiverConfig::default()
@@ -66,6 +76,21 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let stop_flusher = CancellationToken::new();
     let flusher =
         tokio::spawn(Arc::clone(&storage).run_flusher(stop_flusher.clone().cancelled_owned()));
+    let stop_sampler = CancellationToken::new();
+    let sampler_task = tokio::spawn(
+        Arc::clone(&sampler).run(Arc::clone(&storage), stop_sampler.clone().cancelled_owned()),
+    );
+    let control = Arc::new(SamplerControl {
+        sampler: Arc::clone(&sampler),
+        config_file: config.config_file.clone(),
+    });
+    if let Some(path) = config.config_file.clone() {
+        tokio::spawn(watch_config(
+            path,
+            Arc::clone(&control),
+            stop_sampler.clone(),
+        ));
+    }
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(named(
         "otlp grpc server",
@@ -90,6 +115,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let state = ApiState {
         engine,
         registry: Arc::new(registry),
+        sampling: Some(control),
     };
     servers.spawn(named(
         "http api server",
@@ -127,6 +153,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         );
         servers.shutdown().await;
     }
+    // Decide every buffered trace, so the final flush commits them and the WAL can go.
+    stop_sampler.cancel();
+    let _ = sampler_task.await;
+    sampler.decide_all(&storage).await;
     stop_flusher.cancel();
     let _ = flusher.await;
     let stats = storage
@@ -147,6 +177,62 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The sampler as the HTTP API sees it: status, and reload from the config file.
+struct SamplerControl {
+    sampler: Arc<TailSampler>,
+    config_file: Option<std::path::PathBuf>,
+}
+
+impl SamplingControl for SamplerControl {
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(self.sampler.status())
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+    }
+
+    fn reload(&self) -> Result<serde_json::Value, String> {
+        let path = self.config_file.as_ref().ok_or(
+            "tracelake was started without --config, so there is no file to reload the rules from",
+        )?;
+        let config = crate::config::read_sampling(path)?;
+        self.sampler.reload(&config)?;
+        Ok(serde_json::json!({ "reloaded": true, "config": config }))
+    }
+}
+
+/// How often the config file is checked for changes.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads the sampling rules when the config file's contents change.
+async fn watch_config(
+    path: std::path::PathBuf,
+    control: Arc<SamplerControl>,
+    stop: CancellationToken,
+) {
+    let read = |p: std::path::PathBuf| async move { tokio::fs::read(&p).await.ok() };
+    let mut last = read(path.clone()).await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CONFIG_POLL) => {}
+        }
+        let now = read(path.clone()).await;
+        if now.is_none() || now == last {
+            continue;
+        }
+        last = now;
+        let control = Arc::clone(&control);
+        match tokio::task::spawn_blocking(move || control.reload()).await {
+            Ok(Ok(_)) => {
+                info!(file = %path.display(), "config file changed: sampling rules reloaded")
+            }
+            Ok(Err(e)) => {
+                warn!(file = %path.display(), error = %e, "config file changed but the sampling rules are invalid; the previous ones stay in force")
+            }
+            Err(e) => warn!(error = %e, "config reload task failed"),
+        }
     }
 }
 

@@ -41,11 +41,9 @@ mod error;
 mod grpc;
 mod http;
 pub mod metrics;
-pub mod validate;
-// pipeline.rs (the SpanSink implementation: WAL append -> sampler -> buffer) and sampler.rs
-// are added by the pipeline work:
 pub mod pipeline;
-pub mod sampler;
+pub mod sampling;
+pub mod validate;
 
 pub use error::{Error, Result, SinkError};
 pub use grpc::{grpc_service, serve_grpc, TraceGrpcService};

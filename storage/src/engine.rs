@@ -8,6 +8,14 @@
 //!   on replay every record of that tenant with `seq <= txn` is known to be in the table.
 //! - The WAL is truncated through `min(oldest seq still buffered) - 1`, bounded by
 //!   `inserted_through`, and only after the commits that hold everything older.
+//! - Spans may also be held outside the buffer (the tail sampler keeps undecided traces). The
+//!   holder reports the oldest sequence number it still holds through [`Storage::set_hold`], and
+//!   a flush commits only the buffered spans of records below it, with `txn` at that watermark:
+//!   every record at or below a committed `txn` is fully resolved (kept spans committed, dropped
+//!   spans decided), so replay skips exactly those.
+//! - Records of a *system stream* (a name starting with [`SYSTEM_STREAM_PREFIX`], such as the
+//!   sampler's decisions) never hold spans; they are replayed first, all of them, whatever the
+//!   tables hold.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +39,13 @@ use crate::wal::{Wal, WalOptions, WalRecord};
 
 /// The dataset name of the span table under each tenant.
 pub const SPANS_DATASET: &str = "spans";
+
+/// WAL records whose tenant field starts with this are system records, not spans. Tenant ids
+/// cannot contain `#`, so the two never collide.
+pub const SYSTEM_STREAM_PREFIX: &str = "#";
+
+/// Reports the oldest WAL sequence number whose spans are held outside the write buffer.
+pub type HoldFn = dyn Fn() -> Option<u64> + Send + Sync;
 
 /// Storage engine settings.
 #[derive(Debug, Clone)]
@@ -89,7 +104,8 @@ pub struct FlushStats {
 #[derive(Default)]
 struct TenantState {
     table: Option<DeltaTable>,
-    /// Inserted since the last flush started, in seq order.
+    /// Inserted since the last flush started. Mostly in seq order, but spans released by the
+    /// tail sampler arrive with their (older) record seqs.
     active: Vec<(u64, RecordBatch)>,
     /// Being committed by the running flush (or left over from a failed one).
     flushing: Vec<(u64, RecordBatch)>,
@@ -99,9 +115,10 @@ struct TenantState {
 impl TenantState {
     fn min_seq(&self) -> Option<u64> {
         self.flushing
-            .first()
-            .or_else(|| self.active.first())
+            .iter()
+            .chain(self.active.iter())
             .map(|(s, _)| *s)
+            .min()
     }
 }
 
@@ -112,6 +129,7 @@ struct Shared {
     flush_bytes: usize,
     flush_wanted: Notify,
     metrics: Arc<StorageMetrics>,
+    hold: std::sync::OnceLock<Box<HoldFn>>,
 }
 
 impl Shared {
@@ -200,6 +218,7 @@ impl Storage {
             flush_bytes: config.flush_bytes,
             flush_wanted: Notify::new(),
             metrics,
+            hold: std::sync::OnceLock::new(),
         });
         let storage = Arc::new(Self {
             config,
@@ -213,10 +232,21 @@ impl Storage {
 
         storage.probe_store().await?;
 
-        // Replay: skip records whose tenant table already holds them (txn >= seq).
+        // Replay: system records first, then every record its tenant table does not hold yet
+        // (txn >= seq).
+        for record in info
+            .records
+            .iter()
+            .filter(|r| r.tenant.starts_with(SYSTEM_STREAM_PREFIX))
+        {
+            replay(record)?;
+        }
         let mut committed: HashMap<String, u64> = HashMap::new();
         let (mut replayed, mut skipped) = (0u64, 0u64);
         for record in &info.records {
+            if record.tenant.starts_with(SYSTEM_STREAM_PREFIX) {
+                continue;
+            }
             if !committed.contains_key(&record.tenant) {
                 let table = storage.table(&record.tenant, true).await?;
                 let seq = match &table {
@@ -319,6 +349,20 @@ impl Storage {
         wal_data: Vec<u8>,
         spans: Option<RecordBatch>,
     ) -> Result<u64> {
+        self.append_with(tenant, wal_data, Box::new(move |_| spans))
+            .await
+    }
+
+    /// Like [`Storage::append`], but the spans to buffer come from `on_sequenced`, called with
+    /// the record's sequence number on the WAL writer thread, in sequence order, before the
+    /// fsync. It must be quick. Spans it keeps back (an undecided trace) must be reported
+    /// through [`Storage::set_hold`] until they are [`Storage::insert`]ed.
+    pub async fn append_with(
+        &self,
+        tenant: &str,
+        wal_data: Vec<u8>,
+        on_sequenced: Box<dyn FnOnce(u64) -> Option<RecordBatch> + Send>,
+    ) -> Result<u64> {
         validate_tenant(tenant)?;
         let bytes = wal_data.len() as u64;
         let shared = Arc::clone(&self.shared);
@@ -328,7 +372,10 @@ impl Storage {
             .append(
                 tenant,
                 wal_data,
-                Box::new(move |seq| shared.insert(&owned_tenant, seq, spans)),
+                Box::new(move |seq| {
+                    let spans = on_sequenced(seq);
+                    shared.insert(&owned_tenant, seq, spans)
+                }),
             )
             .await?;
         self.shared.metrics.wal_bytes_written.inc_by(bytes);
@@ -337,6 +384,46 @@ impl Storage {
             .wal_disk_bytes
             .set(self.wal.disk_bytes() as i64);
         Ok(seq)
+    }
+
+    /// Appends a system record (`stream` must start with [`SYSTEM_STREAM_PREFIX`]). Resolves
+    /// when it is durable.
+    pub async fn append_system(&self, stream: &str, data: Vec<u8>) -> Result<u64> {
+        if !stream.starts_with(SYSTEM_STREAM_PREFIX) {
+            return Err(Error::Config(format!(
+                "system stream {stream:?} must start with {SYSTEM_STREAM_PREFIX:?}"
+            )));
+        }
+        let bytes = data.len() as u64;
+        let seq = self.wal.append(stream, data, Box::new(|_| {})).await?;
+        self.shared.metrics.wal_bytes_written.inc_by(bytes);
+        Ok(seq)
+    }
+
+    /// Buffers spans of WAL record `seq` that were held back (see [`Storage::append_with`]).
+    pub fn insert(&self, tenant: &str, seq: u64, spans: RecordBatch) {
+        self.shared.insert(tenant, seq, Some(spans));
+    }
+
+    /// Installs the function that reports the oldest sequence number held outside the buffer.
+    /// Flushes commit, and the WAL is truncated, only below it. Can be set once.
+    pub fn set_hold(&self, hold: Box<HoldFn>) -> Result<()> {
+        self.shared
+            .hold
+            .set(hold)
+            .map_err(|_| Error::Config("the storage hold is already set".into()))
+    }
+
+    /// Every record at or below this sequence number is resolved: its spans are buffered,
+    /// committed or dropped, none are held elsewhere.
+    fn resolved_through(&self) -> u64 {
+        // Read `inserted_through` before the hold: a record at or below it is then either still
+        // held (and bounds the hold) or already in the buffer.
+        let inserted = self.shared.inserted_through.load(Ordering::Acquire);
+        match self.shared.hold.get().and_then(|h| h()) {
+            Some(held) => inserted.min(held.saturating_sub(1)),
+            None => inserted,
+        }
     }
 
     /// The tenants that have buffered spans or an opened table.
@@ -428,9 +515,10 @@ impl Storage {
         let _guard = self.flush_lock.lock().await;
         let started = Instant::now();
         let mut stats = FlushStats::default();
+        let resolved = self.resolved_through();
         let tenants: Vec<String> = self.shared.tenants.lock().keys().cloned().collect();
         for tenant in tenants {
-            match self.flush_tenant(&tenant).await {
+            match self.flush_tenant(&tenant, resolved).await {
                 Ok(spans) if spans > 0 => {
                     stats.spans += spans;
                     stats.commits += 1;
@@ -444,14 +532,14 @@ impl Storage {
             }
         }
         let through = {
+            let resolved = self.resolved_through();
             let tenants = self.shared.tenants.lock();
-            let inserted = self.shared.inserted_through.load(Ordering::Acquire);
             tenants
                 .values()
                 .filter_map(TenantState::min_seq)
                 .map(|s| s - 1)
                 .min()
-                .map_or(inserted, |m| m.min(inserted))
+                .map_or(resolved, |m| m.min(resolved))
         };
         if through > 0 {
             stats.wal_segments_deleted = self.wal.truncate_through(through)? as u64;
@@ -470,20 +558,27 @@ impl Storage {
         Ok(stats)
     }
 
-    async fn flush_tenant(&self, tenant: &str) -> Result<u64> {
+    /// Commits the tenant's buffered spans of records at or below `resolved`, with
+    /// `txn = resolved`.
+    async fn flush_tenant(&self, tenant: &str, resolved: u64) -> Result<u64> {
         let batches = {
             let mut tenants = self.shared.tenants.lock();
             let Some(state) = tenants.get_mut(tenant) else {
                 return Ok(0);
             };
-            let active = std::mem::take(&mut state.active);
-            state.flushing.extend(active);
+            let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut state.active)
+                .into_iter()
+                .partition(|(seq, _)| *seq <= resolved);
+            state.active = later;
+            state.flushing.extend(ready);
             if state.flushing.is_empty() {
                 return Ok(0);
             }
             state.flushing.clone()
         };
-        let max_seq = batches.last().map_or(0, |(s, _)| *s);
+        // Everything at or below `resolved` is buffered or dropped, and `flushing` only holds
+        // such records (a failed earlier flush used an older, lower watermark).
+        let max_seq = resolved;
         let table = match self.table(tenant, true).await? {
             Some(t) => t,
             None => return Err(Error::Config(format!("table for tenant {tenant} missing"))),

@@ -32,7 +32,10 @@ mod store;
 pub mod table;
 pub mod wal;
 
-pub use engine::{FlushStats, ReplayFn, Storage, StorageConfig, TenantSnapshot, SPANS_DATASET};
+pub use engine::{
+    FlushStats, HoldFn, ReplayFn, Storage, StorageConfig, TenantSnapshot, SPANS_DATASET,
+    SYSTEM_STREAM_PREFIX,
+};
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;
 pub use store::{validate_tenant, StorageLocation};

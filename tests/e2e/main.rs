@@ -8,4 +8,5 @@ mod durability;
 mod errors;
 mod otlp;
 mod s3;
+mod sampling;
 mod server;

@@ -44,6 +44,17 @@ pub struct ApiState {
     pub engine: Arc<QueryEngine>,
     /// The process's Prometheus registry, rendered at `/metrics`.
     pub registry: Arc<Registry>,
+    /// The tail sampler's status and reload, when there is one.
+    pub sampling: Option<Arc<dyn SamplingControl>>,
+}
+
+/// What the HTTP API can see and do of the tail sampler.
+pub trait SamplingControl: Send + Sync + 'static {
+    /// Rules, effective probabilities, buffer occupancy and counters, as JSON.
+    fn status(&self) -> serde_json::Value;
+    /// Reads the rules again (from the config file) and applies them. The error says what is
+    /// wrong with the new rules; the old ones stay in force.
+    fn reload(&self) -> Result<serde_json::Value, String>;
 }
 
 /// The tenant named by `X-Scope-OrgID`, or `default`.
@@ -62,6 +73,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/traces/{id}", get(traces::trace_by_id_v1))
         .route("/api/sql", post(sql::sql))
+        .route("/api/sampling", get(sampling_status))
+        .route("/api/sampling/reload", post(sampling_reload))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/ready", get(|| async { "ready" }))
         .route("/metrics", get(metrics))
@@ -73,6 +86,31 @@ pub fn router(state: ApiState) -> Router {
                 .map_or(req.uri().path(), MatchedPath::as_str);
             tracing::debug_span!("http", method = %req.method(), route = %route)
         }))
+}
+
+fn sampler(state: &ApiState) -> Result<&Arc<dyn SamplingControl>, ApiError> {
+    state
+        .sampling
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("this server has no sampler".into()))
+}
+
+async fn sampling_status(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(sampler(&state)?.status()))
+}
+
+async fn sampling_reload(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let sampler = Arc::clone(sampler(&state)?);
+    // Reading and compiling the rules touches the file system: keep it off the IO threads.
+    let result = tokio::task::spawn_blocking(move || sampler.reload())
+        .await
+        .map_err(|e| ApiError::Internal(format!("reload task: {e}")))?;
+    match result {
+        Ok(status) => Ok(axum::Json(status)),
+        Err(message) => Err(ApiError::BadRequest(format!(
+            "sampling rules not reloaded, the previous ones stay in force: {message}"
+        ))),
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
