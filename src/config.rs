@@ -251,6 +251,85 @@ timeout = "30s"
 max_rows = 100000
 # Memory all running queries may hold together.
 memory_limit_bytes = 1073741824
+
+[sampling]
+# Dynamic weighted tail sampling. Off by default: every span is kept (adjusted_count = 1).
+# Rules reload on POST /api/sampling/reload and when this file changes.
+enabled = false
+# A trace is decided this long after its last span arrives...
+decision_wait = "5s"
+# ...but at most this long after its first span.
+max_trace_wait = "30s"
+# Traces and bytes held undecided; beyond either, the oldest traces are decided early
+# (never dropped undecided). At twice either, new spans are refused with a retry hint.
+max_traces = 100000
+max_buffer_bytes = 268435456
+# Bands over the trace weight (the highest span weight, in [0, 1]):
+# above high_threshold every trace is kept; above low_threshold, mid_probability;
+# at or below low_threshold, low_probability (0 drops them all).
+high_threshold = 0.8
+low_threshold = 0.3
+mid_probability = 0.1
+low_probability = 0.001
+# A span longer than this scores as "slow" (a route rule can set its own threshold).
+slow_threshold = "1s"
+# Adapt the middle band's probability, per (service, route, status class) key with
+# logarithmic shares, so that about this many spans per second are kept. The high band and
+# forced keeps are never reduced. Unset: mid_probability is used as is.
+# budget_spans_per_sec = 20000
+# How often the adaptive probabilities are recomputed.
+adjust_interval = "1s"
+# Decisions remembered for spans that arrive after their trace was decided:
+# kept trace ids (exact) and dropped trace ids (8-byte fingerprints).
+kept_cache_size = 100000
+dropped_cache_size = 1000000
+# Span attributes holding an upstream sample rate N (the span stands for N spans). An OTel
+# `th` value in tracestate is honoured too. Upstream and tracelake probabilities multiply.
+upstream_rate_attributes = ["SampleRate"]
+
+[sampling.dimension_weights]
+# span weight = status * status_score + route * route_score + tier * tier_score, clamped to [0, 1]
+status = 0.5
+route = 0.3
+tier = 0.2
+
+[sampling.status_scores]
+# The highest that applies: HTTP status class ("1xx" to "5xx"), OTLP span status ("error",
+# "ok", "unset"), "slow" (duration over the slow threshold). Unlisted keys score 0.
+"4xx" = 0.4
+"5xx" = 1.0
+error = 1.0
+slow = 1.0
+
+# Route rules: the first whose regex matches the span's http.route (else url.path, else the
+# span name) gives the route score (no match scores 0). force = "keep" keeps the trace;
+# force = "drop" drops it unless a span errored (OTLP ERROR or HTTP 5xx). `name` is recorded
+# in sampling_rule (default "route:<regex>").
+# [[sampling.routes]]
+# regex = "^/api/(checkout|payment)/.*"
+# score = 1.0
+# slow_threshold = "300ms"
+#
+# [[sampling.routes]]
+# regex = "^/(healthz|readyz|metrics)$"
+# score = 0.0
+# force = "drop"
+
+[sampling.tiers]
+# Service SLA tiers by service.name; unlisted services get `default`.
+default = "standard"
+scores = { best_effort = 0.0, critical = 1.0, standard = 0.5 }
+services = {}
+# services = { "payment" = "critical", "recommendation" = "best_effort" }
+
+# Conditions on one span that keep the whole trace: `<field> <op> <value>` joined with `and`.
+# Fields: status (error|ok|unset), http.status_code, duration, service, name, route, kind.
+# Operators: = != =~ (regex) > >= < <=. `name` is recorded in sampling_rule.
+[[sampling.force_keep]]
+when = "status = error"
+# [[sampling.force_keep]]
+# when = "service = payment and duration > 2s"
+# name = "slow-payment"
 "#;
 
 #[cfg(test)]
@@ -274,6 +353,37 @@ mod tests {
         assert_eq!(from_file.flush_bytes, defaults.flush_bytes);
         assert_eq!(from_file.max_request_bytes, defaults.max_request_bytes);
         assert_eq!(from_file.query_timeout, defaults.query_timeout);
+        assert_eq!(
+            file.sampling,
+            tracelake_ingest::sampling::SamplingConfig::default()
+        );
+    }
+
+    #[test]
+    fn every_sampling_key_is_in_the_example() {
+        // Serialize the defaults and check each key is written out in the example.
+        let defaults =
+            toml::to_string(&tracelake_ingest::sampling::SamplingConfig::default()).unwrap();
+        let value: toml::Value = toml::from_str(&defaults).unwrap();
+        let mut keys = Vec::new();
+        fn walk(v: &toml::Value, keys: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    keys.push(k.clone());
+                    walk(v, keys);
+                }
+            }
+        }
+        walk(&value, &mut keys);
+        keys.push("budget_spans_per_sec".into());
+        keys.push("force".into());
+        keys.push("slow_threshold".into());
+        for key in keys {
+            assert!(
+                EXAMPLE.contains(&key),
+                "config example does not document {key}"
+            );
+        }
     }
 
     #[test]
