@@ -63,6 +63,15 @@ fn loadgen(server: &TestServer, traces: &str) {
     assert_eq!(summary["spans_failed"], 0, "{summary}");
 }
 
+async fn reload(server: &TestServer) -> (reqwest::StatusCode, String) {
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/sampling/reload"))
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
 async fn sampling_status(server: &TestServer) -> Value {
     let resp = reqwest::get(server.url("/api/sampling")).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -228,7 +237,6 @@ async fn undecided_traces_survive_a_crash_and_are_committed_once() {
 async fn rules_reload_on_request_and_on_file_change() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_config(dir.path(), CONFIG, &[]).await;
-    let client = reqwest::Client::new();
     let status = sampling_status(&server).await;
     assert_eq!(status["config"]["mid_probability"], 0.1);
     assert_eq!(status["enabled"], true);
@@ -240,13 +248,8 @@ async fn rules_reload_on_request_and_on_file_change() {
         CONFIG.replace("mid_probability = 0.1", "mid_probability = 1.5"),
     )
     .unwrap();
-    let resp = client
-        .post(server.url("/api/sampling/reload"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body = resp.text().await.unwrap();
+    let (status, body) = reload(&server).await;
+    assert_eq!(status, 400);
     assert!(
         body.contains("sampling.mid_probability must be between 0 and 1"),
         "{body}"
@@ -262,12 +265,8 @@ async fn rules_reload_on_request_and_on_file_change() {
         CONFIG.replace("mid_probability = 0.1", "mid_probability = 0.25"),
     )
     .unwrap();
-    let resp = client
-        .post(server.url("/api/sampling/reload"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let (status, body) = reload(&server).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
         sampling_status(&server).await["config"]["mid_probability"],
         0.25
@@ -289,13 +288,9 @@ async fn rules_reload_on_request_and_on_file_change() {
 
     // Without --config there is nothing to reload from.
     let plain = TestServer::start(&dir.path().join("plain"), &[]).await;
-    let resp = client
-        .post(plain.url("/api/sampling/reload"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert!(resp.text().await.unwrap().contains("without --config"));
+    let (status, body) = reload(&plain).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("without --config"), "{body}");
 }
 
 #[tokio::test]

@@ -323,12 +323,9 @@ fn duration_nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// The `[sampling]` example of issue 3, verbatim.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The `[sampling]` example of the issue, verbatim.
-    pub(crate) const ISSUE_EXAMPLE: &str = r#"
+pub(crate) const ISSUE_EXAMPLE: &str = r#"
 [sampling]
 enabled = true
 decision_wait = "5s"
@@ -369,6 +366,20 @@ services = { "payment" = "critical", "checkout" = "critical", "recommendation" =
 [[sampling.force_keep]]
 when = "status = error"        # any span with OTLP status ERROR keeps the whole trace
 "#;
+
+/// [`ISSUE_EXAMPLE`], parsed.
+#[cfg(test)]
+pub(crate) fn issue_example() -> SamplingConfig {
+    #[derive(Deserialize)]
+    struct Wrapper {
+        sampling: SamplingConfig,
+    }
+    toml::from_str::<Wrapper>(ISSUE_EXAMPLE).unwrap().sampling
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[derive(Deserialize)]
     struct Wrapper {

@@ -45,7 +45,9 @@ pub use config::SamplingConfig;
 pub use prepare::{prepare, threshold_probability, trace_id_of, Prepared, TraceId};
 pub use rules::Rules;
 pub use state::{trace_random, Key, ProbTable};
-pub use tail::{decide, group_releases, Band, Decision, Due, Release, Status, TailCore};
+pub use tail::{
+    decide, group_releases, release_kept, Band, Decision, Due, Part, Release, Status, TailCore,
+};
 
 /// The WAL system stream holding sampling decisions.
 pub const DECISIONS_STREAM: &str = "#sampling-decisions";
@@ -207,17 +209,16 @@ impl TailSampler {
         }
         let n = due.len();
         let decided = tokio::task::spawn_blocking(move || {
-            let mut releases = Vec::new();
             let decided: Vec<(Due, Decision)> = due
                 .into_iter()
                 .map(|d| {
-                    let (decision, stamped) = decide(&rules, &table, &d);
-                    releases.extend(stamped);
+                    let decision = decide(&rules, &table, &d);
                     (d, decision)
                 })
                 .collect();
             let record = encode_decisions(decided.iter().map(|(_, d)| d));
-            (decided, group_releases(releases), record)
+            let releases = release_kept(&decided);
+            (decided, releases, record)
         })
         .await;
         let (decided, releases, record) = match decided {
@@ -236,7 +237,7 @@ impl TailSampler {
             let mut core = self.core.lock();
             let late = core.complete(decided);
             // Insert under the lock: a trace leaves the hold and enters the buffer atomically.
-            for r in releases.into_iter().chain(group_releases(late)) {
+            for r in releases.into_iter().chain(late) {
                 storage.insert(&r.tenant, r.seq, r.spans);
             }
         }

@@ -4,27 +4,29 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::Float64Type;
 use tracelake_proto::{attr_type, columns};
 
 /// A trace id as a number (big-endian bytes).
 pub type TraceId = u128;
 
-/// One request's spans, split by trace.
+/// One request's spans, grouped by trace. The batch is not copied: each trace is a list of
+/// row indices into it, so the spans of dropped traces are never moved.
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
-    /// The spans of each trace, in order of first appearance.
-    pub traces: Vec<(TraceId, RecordBatch)>,
-    /// Estimated memory of each entry of `traces` (slices share buffers, so this is by rows).
+    /// The request's spans (None for an empty request).
+    pub batch: Option<RecordBatch>,
+    /// The row indices of each trace, in order of first appearance.
+    pub traces: Vec<(TraceId, Arc<[u32]>)>,
+    /// Estimated memory of each trace's spans (by rows).
     pub bytes: Vec<usize>,
 }
 
 impl Prepared {
     /// Total spans.
     pub fn spans(&self) -> usize {
-        self.traces.iter().map(|(_, b)| b.num_rows()).sum()
+        self.batch.as_ref().map_or(0, RecordBatch::num_rows)
     }
 }
 
@@ -42,8 +44,9 @@ pub fn trace_id_of(bytes: &[u8]) -> TraceId {
     }
 }
 
-/// Splits `batch` by trace id, after multiplying each span's `adjusted_count` by the inverse of
-/// its upstream sampling probability (`th` in tracestate, or a sample-rate attribute).
+/// Groups the rows of `batch` by trace id, after multiplying each span's `adjusted_count` by the
+/// inverse of its upstream sampling probability (`th` in tracestate, or a sample-rate
+/// attribute).
 pub fn prepare(
     batch: RecordBatch,
     rate_attributes: &[String],
@@ -70,29 +73,18 @@ pub fn prepare(
             })
             .push(i as u32);
     }
-    if order.len() == 1 {
-        return Ok(Prepared {
-            traces: vec![(order[0], batch)],
-            bytes: vec![per_row * rows],
-        });
-    }
-    let mut indices = Vec::with_capacity(rows);
-    let mut spans = Vec::with_capacity(order.len());
-    for id in &order {
-        let g = &groups[id];
-        spans.push(g.len());
-        indices.extend_from_slice(g);
-    }
-    let grouped = take_record_batch(&batch, &UInt32Array::from(indices))?;
     let mut traces = Vec::with_capacity(order.len());
     let mut bytes = Vec::with_capacity(order.len());
-    let mut offset = 0;
-    for (id, n) in order.into_iter().zip(spans) {
-        traces.push((id, grouped.slice(offset, n)));
-        bytes.push(per_row * n);
-        offset += n;
+    for id in order {
+        let g = groups.remove(&id).expect("grouped");
+        bytes.push(per_row * g.len());
+        traces.push((id, Arc::from(g)));
     }
-    Ok(Prepared { traces, bytes })
+    Ok(Prepared {
+        batch: Some(batch),
+        traces,
+        bytes,
+    })
 }
 
 /// Multiplies `adjusted_count` by 1/p for spans sampled upstream with probability p.

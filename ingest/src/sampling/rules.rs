@@ -445,35 +445,10 @@ const _: () = assert!(STATUS_SCORE_KEYS.len() == 9);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::config::{RouteConfig, SamplingConfig};
-    use std::time::Duration;
+    use crate::sampling::config::SamplingConfig;
 
     fn issue_rules() -> Rules {
-        let mut c = SamplingConfig {
-            enabled: true,
-            ..SamplingConfig::default()
-        };
-        c.routes = vec![
-            RouteConfig {
-                regex: "^/api/(checkout|payment)/.*".into(),
-                score: 1.0,
-                slow_threshold: Some(Duration::from_millis(300)),
-                force: None,
-                name: None,
-            },
-            RouteConfig {
-                regex: "^/(healthz|readyz|metrics)$".into(),
-                score: 0.0,
-                slow_threshold: None,
-                force: Some(Force::Drop),
-                name: None,
-            },
-        ];
-        c.tiers.services = [("payment", "critical"), ("recommendation", "best_effort")]
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        c.compile().unwrap()
+        crate::sampling::config::issue_example().compile().unwrap()
     }
 
     fn span<'a>(service: &'a str, route: &'a str, http: i64, ms: i64) -> SpanFacts<'a> {
@@ -554,6 +529,38 @@ mod tests {
             r.force_keep_name(ForceRef::Condition(0)),
             "force_keep:status = error"
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever the span and the weights, a weight is in [0, 1], and a higher status, route
+        /// or tier score never lowers it.
+        #[test]
+        fn weights_are_clamped_and_monotone(
+            http in proptest::option::of(100i64..600),
+            status in 0i32..3,
+            ms in 0i64..5_000,
+            svc in proptest::sample::select(vec!["payment", "cart", "recommendation", "other"]),
+            route in proptest::sample::select(vec!["/api/payment/x", "/healthz", "/a", ""]),
+            ws in 0.0f64..3.0, wr in 0.0f64..3.0, wt in 0.0f64..3.0,
+        ) {
+            let mut c = SamplingConfig::default();
+            c.dimension_weights.status = ws;
+            c.dimension_weights.route = wr;
+            c.dimension_weights.tier = wt;
+            c.routes = issue_rules().config.routes.clone();
+            c.tiers = issue_rules().config.tiers.clone();
+            let r = c.compile().unwrap();
+            let f = SpanFacts { status_code: status, http_status: http, duration_nanos: ms * 1_000_000, service: Some(svc), name: None, http_route: Some(route), url_path: None, kind: 2, is_root: true };
+            let w = r.score(&f).weight;
+            proptest::prop_assert!((0.0..=1.0).contains(&w));
+            // An error (status score 1.0) never weighs less than the same span without it.
+            let errored = SpanFacts { status_code: STATUS_ERROR, ..f };
+            proptest::prop_assert!(r.score(&errored).weight >= w);
+            // A critical service never weighs less than a best-effort one.
+            let critical = SpanFacts { service: Some("payment"), ..f };
+            let best_effort = SpanFacts { service: Some("recommendation"), ..f };
+            proptest::prop_assert!(r.score(&critical).weight >= r.score(&best_effort).weight);
+        }
     }
 
     #[test]

@@ -213,6 +213,11 @@ impl Adaptive {
         self.budget
     }
 
+    /// True when the kept spans outside the middle band alone exceed the budget.
+    pub(crate) fn infeasible(&self) -> bool {
+        self.budget.is_some_and(|b| self.other_rate > b)
+    }
+
     /// Records a decided trace: `mid` when it was in the middle band (whether kept or not).
     pub(crate) fn observe(&mut self, key: Option<&Key>, spans: usize, kept: bool) {
         let n = spans as f64;

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::UInt32Array;
 use arrow::array::{ArrayRef, AsArray, Float64Array, RecordBatch, StringArray};
-use arrow::compute::concat_batches;
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::Float64Type;
 use serde::Serialize;
 use tracelake_proto::{columns, span_schema};
@@ -86,6 +87,38 @@ pub struct Decision {
     pub weight: f64,
 }
 
+/// The spans of one trace that came in one WAL record: rows of that record's batch.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// WAL sequence number of the record.
+    pub seq: u64,
+    /// The record's spans (shared by every trace of the record).
+    pub batch: RecordBatch,
+    /// This trace's rows in `batch`.
+    pub rows: Arc<[u32]>,
+}
+
+impl Part {
+    /// Takes this trace's rows and stamps them.
+    fn release(&self, tenant: &Arc<str>, p: f64, rule: &str) -> Release {
+        Release {
+            tenant: Arc::clone(tenant),
+            seq: self.seq,
+            spans: stamp(&take_rows(&self.batch, &self.rows), p, rule),
+        }
+    }
+}
+
+/// The given rows of `batch` (the batch itself when that is all of it, in order).
+fn take_rows(batch: &RecordBatch, rows: &[u32]) -> RecordBatch {
+    let all =
+        rows.len() == batch.num_rows() && rows.iter().enumerate().all(|(i, &r)| r as usize == i);
+    if all {
+        return batch.clone();
+    }
+    take_record_batch(batch, &UInt32Array::from(rows.to_vec())).expect("row indices are in range")
+}
+
 /// A trace handed out for deciding.
 #[derive(Debug, Clone)]
 pub struct Due {
@@ -94,8 +127,8 @@ pub struct Due {
     tenant_ix: u32,
     /// The trace.
     pub trace_id: TraceId,
-    /// Its spans so far, by WAL sequence number.
-    pub parts: Vec<(u64, RecordBatch)>,
+    /// Its spans so far.
+    pub parts: Vec<Part>,
     /// Decided early because the buffer was full.
     pub early: bool,
 }
@@ -114,7 +147,7 @@ pub struct Release {
 #[derive(Debug)]
 struct Pending {
     tenant: Arc<str>,
-    parts: Vec<(u64, RecordBatch)>,
+    parts: Vec<Part>,
     first: Instant,
     /// None while being decided.
     deadline: Option<(Instant, u64)>,
@@ -136,7 +169,7 @@ pub struct Stats {
     pub late_spans_dropped: u64,
     /// Traces decided before their wait was over because the buffer was full.
     pub decided_early: u64,
-    /// Spans kept and dropped with sampling disabled (always kept).
+    /// Spans passed through untouched while sampling was disabled.
     pub passthrough_spans: u64,
 }
 
@@ -240,18 +273,25 @@ impl TailCore {
         prepared: Prepared,
         now: Instant,
     ) -> Option<RecordBatch> {
+        let batch = prepared.batch?;
         if !self.rules.config.enabled && self.pending.is_empty() {
-            self.stats.passthrough_spans += prepared.spans() as u64;
-            return concat(prepared.traces.into_iter().map(|(_, b)| b).collect());
+            self.stats.passthrough_spans += batch.num_rows() as u64;
+            return Some(batch);
         }
         let (ix, name) = self.tenant_ix(tenant);
         let wait = self.rules.config.decision_wait;
         let cap = self.rules.config.max_trace_wait;
         let mut released = Vec::new();
-        for ((id, batch), bytes) in prepared.traces.into_iter().zip(prepared.bytes) {
+        let mut passthrough: Vec<u32> = Vec::new();
+        for ((id, rows), bytes) in prepared.traces.into_iter().zip(prepared.bytes) {
             let key = (ix, id);
+            let part = Part {
+                seq,
+                batch: batch.clone(),
+                rows,
+            };
             if let Some(p) = self.pending.get_mut(&key) {
-                p.parts.push((seq, batch));
+                p.parts.push(part);
                 p.bytes += bytes;
                 self.bytes += bytes;
                 if p.deadline.is_none() {
@@ -268,17 +308,25 @@ impl TailCore {
                 continue;
             }
             if let Some(kept) = self.cache.kept(ix, id) {
-                self.stats.late_spans_kept += batch.num_rows() as u64;
-                released.push(stamp(&batch, kept.p, &kept.rule));
+                self.stats.late_spans_kept += part.rows.len() as u64;
+                released.push(part.release(&name, kept.p, &kept.rule).spans);
                 continue;
             }
             if self.cache.was_dropped(ix, id) {
-                self.stats.late_spans_dropped += batch.num_rows() as u64;
+                // An error that shows up after its trace was dropped is still kept: errors are
+                // what the on-call engineer looks for. The trace is kept from here on.
+                if let Some(rule) = self.forced_keep(&part) {
+                    self.stats.late_spans_kept += part.rows.len() as u64;
+                    released.push(part.release(&name, 1.0, &rule).spans);
+                    self.cache.keep(ix, id, Kept { p: 1.0, rule });
+                    continue;
+                }
+                self.stats.late_spans_dropped += part.rows.len() as u64;
                 continue;
             }
             if !self.rules.config.enabled {
-                self.stats.passthrough_spans += batch.num_rows() as u64;
-                released.push(batch);
+                self.stats.passthrough_spans += part.rows.len() as u64;
+                passthrough.extend_from_slice(&part.rows);
                 continue;
             }
             let deadline = (now + wait, self.next_id);
@@ -290,7 +338,7 @@ impl TailCore {
                 key,
                 Pending {
                     tenant: Arc::clone(&name),
-                    parts: vec![(seq, batch)],
+                    parts: vec![part],
                     first: now,
                     deadline: Some(deadline),
                     bytes,
@@ -299,7 +347,21 @@ impl TailCore {
                 },
             );
         }
+        if !passthrough.is_empty() {
+            released.push(take_rows(&batch, &passthrough));
+        }
         concat(released)
+    }
+
+    /// The force-keep rule one of the part's spans matches, if any.
+    fn forced_keep(&self, part: &Part) -> Option<Arc<str>> {
+        let cols = FactColumns::new(&part.batch);
+        part.rows.iter().find_map(|&i| {
+            self.rules
+                .score(&cols.row(i as usize))
+                .force_keep
+                .map(|r| Arc::from(self.rules.force_keep_name(r)))
+        })
     }
 
     /// Seeds a decision read back from the WAL, so the trace's replayed spans get it too.
@@ -374,10 +436,10 @@ impl TailCore {
     }
 
     /// Applies decisions made for traces from [`TailCore::take_due`]: forgets the traces and
-    /// remembers the decisions. The kept spans of the parts handed out were stamped by
-    /// [`decide`]; this returns those of parts that arrived since, stamped.
+    /// remembers the decisions. The kept spans of the parts handed out come from
+    /// [`release_kept`]; this returns those of parts that arrived since, stamped.
     pub fn complete(&mut self, decided: Vec<(Due, Decision)>) -> Vec<Release> {
-        let mut out = Vec::new();
+        let mut late: Vec<(Arc<str>, Part, f64, Arc<str>)> = Vec::new();
         for (due, d) in decided {
             let key = (due.tenant_ix, due.trace_id);
             let Some(p) = self.pending.remove(&key) else {
@@ -391,18 +453,19 @@ impl TailCore {
                     self.min_seqs.remove(&p.min_seq);
                 }
             }
-            let total: usize = p.parts.iter().map(|(_, b)| b.num_rows()).sum();
+            let total: usize = p.parts.iter().map(|part| part.rows.len()).sum();
             let band = d.band.unwrap_or(Band::Mid);
             let stats = &mut self.stats.bands[band.index()];
             if d.keep {
                 stats.kept_traces += 1;
                 stats.kept_spans += total as u64;
-                for (seq, batch) in &p.parts[p.handed_out..] {
-                    out.push(Release {
-                        tenant: Arc::clone(&p.tenant),
-                        seq: *seq,
-                        spans: stamp(batch, d.p, &d.rule),
-                    });
+                for part in &p.parts[p.handed_out..] {
+                    late.push((
+                        Arc::clone(&p.tenant),
+                        part.clone(),
+                        d.p,
+                        Arc::clone(&d.rule),
+                    ));
                 }
                 self.cache.keep(
                     key.0,
@@ -424,7 +487,7 @@ impl TailCore {
             };
             self.adaptive.observe(mid_key, d.spans, d.keep);
         }
-        out
+        release_grouped(late.iter().map(|(t, part, p, rule)| (t, part, *p, rule)))
     }
 
     /// Recomputes the adaptive probabilities when their interval is over.
@@ -452,6 +515,7 @@ impl TailCore {
             kept_cache,
             dropped_cache,
             budget_spans_per_sec: self.adaptive.budget(),
+            budget_infeasible: self.adaptive.infeasible(),
             kept_spans_per_sec: self.adaptive.kept_rate,
             mid_probability: self.adaptive.table().default_p,
             keys: self
@@ -486,6 +550,9 @@ pub struct Status {
     pub dropped_cache: usize,
     /// The budget, if set.
     pub budget_spans_per_sec: Option<f64>,
+    /// True when forced keeps and the high band alone exceed the budget: the middle band is at
+    /// its floor and the budget cannot be met (those bands are never reduced).
+    pub budget_infeasible: bool,
     /// Kept spans per second (moving average).
     pub kept_spans_per_sec: f64,
     /// Middle-band probability for keys without their own.
@@ -511,9 +578,9 @@ pub struct KeyStatus {
     pub probability: f64,
 }
 
-/// Scores and decides one trace. Pure: call it off the lock and off the IO threads. Returns the
-/// decision and, for a kept trace, its stamped spans.
-pub fn decide(rules: &Rules, table: &ProbTable, due: &Due) -> (Decision, Vec<Release>) {
+/// Scores and decides one trace. Pure: call it off the lock and off the IO threads; then
+/// [`release_kept`] takes out the kept spans.
+pub fn decide(rules: &Rules, table: &ProbTable, due: &Due) -> Decision {
     let mut weight: f64 = 0.0;
     let mut force_keep = None;
     let mut force_drop = None;
@@ -521,10 +588,10 @@ pub fn decide(rules: &Rules, table: &ProbTable, due: &Due) -> (Decision, Vec<Rel
     let mut spans = 0;
     let mut root: Option<(String, String, &'static str)> = None;
     let mut first: Option<(String, String, &'static str)> = None;
-    for (_, batch) in &due.parts {
-        let cols = FactColumns::new(batch);
-        for i in 0..batch.num_rows() {
-            let f: SpanFacts<'_> = cols.row(i);
+    for part in &due.parts {
+        let cols = FactColumns::new(&part.batch);
+        for &i in part.rows.iter() {
+            let f: SpanFacts<'_> = cols.row(i as usize);
             let s = rules.score(&f);
             weight = weight.max(s.weight);
             force_keep = force_keep.or(s.force_keep);
@@ -570,32 +637,73 @@ pub fn decide(rules: &Rules, table: &ProbTable, due: &Due) -> (Decision, Vec<Rel
         None => p,
     };
     let keep = trace_random(due.trace_id) < p;
-    let stamped = if keep {
+    Decision {
+        tenant: Arc::clone(&due.tenant),
+        trace_id: due.trace_id,
+        p,
+        keep,
+        rule,
+        band: Some(band),
+        key,
+        spans,
+        weight,
+    }
+}
+
+/// The stamped spans of the kept traces among `decided`, one batch per WAL record (a single
+/// `take` per record, however many of its traces were kept).
+pub fn release_kept(decided: &[(Due, Decision)]) -> Vec<Release> {
+    release_grouped(decided.iter().filter(|(_, d)| d.keep).flat_map(|(due, d)| {
         due.parts
             .iter()
-            .map(|(seq, b)| Release {
-                tenant: Arc::clone(&due.tenant),
-                seq: *seq,
-                spans: stamp(b, p, &rule),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    (
-        Decision {
-            tenant: Arc::clone(&due.tenant),
-            trace_id: due.trace_id,
-            p,
-            keep,
-            rule,
-            band: Some(band),
-            key,
-            spans,
-            weight,
-        },
-        stamped,
-    )
+            .map(move |part| (&due.tenant, part, d.p, &d.rule))
+    }))
+}
+
+type Group = (RecordBatch, Vec<u32>, Vec<f64>, Vec<Arc<str>>);
+
+fn release_grouped<'a>(
+    selected: impl Iterator<Item = (&'a Arc<str>, &'a Part, f64, &'a Arc<str>)>,
+) -> Vec<Release> {
+    let mut groups: BTreeMap<(Arc<str>, u64), Group> = BTreeMap::new();
+    for (tenant, part, p, rule) in selected {
+        let g = groups
+            .entry((Arc::clone(tenant), part.seq))
+            .or_insert_with(|| (part.batch.clone(), Vec::new(), Vec::new(), Vec::new()));
+        g.1.extend_from_slice(&part.rows);
+        g.2.extend(std::iter::repeat_n(1.0 / p, part.rows.len()));
+        g.3.extend(std::iter::repeat_n(Arc::clone(rule), part.rows.len()));
+    }
+    groups
+        .into_iter()
+        .map(|((tenant, seq), (batch, rows, factors, rules))| Release {
+            tenant,
+            seq,
+            spans: stamp_rows(&take_rows(&batch, &rows), &factors, &rules),
+        })
+        .collect()
+}
+
+/// Multiplies each row's `adjusted_count` by its factor and sets its `sampling_rule`.
+fn stamp_rows(batch: &RecordBatch, factors: &[f64], rules: &[Arc<str>]) -> RecordBatch {
+    let schema = batch.schema();
+    let adj_ix = schema
+        .index_of(columns::ADJUSTED_COUNT)
+        .expect("adjusted_count");
+    let rule_ix = schema
+        .index_of(columns::SAMPLING_RULE)
+        .expect("sampling_rule");
+    let old = batch.column(adj_ix).as_primitive::<Float64Type>();
+    let adjusted: Float64Array = old
+        .iter()
+        .zip(factors)
+        .map(|(v, f)| Some(v.unwrap_or(1.0) * f))
+        .collect();
+    let rules = StringArray::from_iter_values(rules.iter().map(|r| &**r));
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    cols[adj_ix] = Arc::new(adjusted);
+    cols[rule_ix] = Arc::new(rules);
+    RecordBatch::try_new(schema, cols).expect("same schema, same lengths")
 }
 
 /// Sets `adjusted_count *= 1/p` and `sampling_rule = rule` on every span.

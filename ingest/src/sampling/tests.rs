@@ -13,7 +13,7 @@ use tracelake_proto::otlp::trace::v1::{
     status, ResourceSpans, ScopeSpans, Span, Status as SpanStatus,
 };
 
-use super::config::{Force, RouteConfig, SamplingConfig};
+use super::config::SamplingConfig;
 use super::*;
 
 /// One span of a test trace.
@@ -95,32 +95,9 @@ fn request(spans: &[(u128, S)]) -> RecordBatch {
     tracelake_proto::resource_spans_to_batch(&rs).unwrap()
 }
 
+/// The issue's example rules, changed by `f`.
 fn rules(f: impl FnOnce(&mut SamplingConfig)) -> Arc<Rules> {
-    let mut c = SamplingConfig {
-        enabled: true,
-        decision_wait: Duration::from_secs(5),
-        ..SamplingConfig::default()
-    };
-    c.routes = vec![
-        RouteConfig {
-            regex: "^/api/(checkout|payment)/.*".into(),
-            score: 1.0,
-            slow_threshold: Some(Duration::from_millis(300)),
-            force: None,
-            name: None,
-        },
-        RouteConfig {
-            regex: "^/(healthz|readyz|metrics)$".into(),
-            score: 0.0,
-            slow_threshold: None,
-            force: Some(Force::Drop),
-            name: None,
-        },
-    ];
-    c.tiers.services = [("payment", "critical"), ("recommendation", "best_effort")]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let mut c = config::issue_example();
     f(&mut c);
     Arc::new(c.compile().unwrap())
 }
@@ -169,11 +146,12 @@ impl Harness {
         let table = self.core.probabilities();
         let mut decided = Vec::new();
         for d in due {
-            let (decision, stamped) = decide(&rules, &table, &d);
-            self.kept.extend(stamped.into_iter().map(|r| r.spans));
+            let decision = decide(&rules, &table, &d);
             self.decisions.push(decision.clone());
             decided.push((d, decision));
         }
+        self.kept
+            .extend(release_kept(&decided).into_iter().map(|r| r.spans));
         self.kept
             .extend(self.core.complete(decided).into_iter().map(|r| r.spans));
     }
@@ -541,4 +519,61 @@ fn a_budget_adapts_the_middle_band() {
     assert!((rate - 50.0).abs() < 15.0, "kept {rate}/s against 50/s");
     assert!(h.core.status().keys[0].probability < 0.1);
     let _ = h.t0;
+}
+
+#[test]
+fn a_late_error_of_a_dropped_trace_is_still_kept() {
+    let mut h = Harness::new(rules(|_| {}));
+    h.send(&[(tid(3), s("cart", "/healthz", 200))]);
+    h.advance(Duration::from_secs(6));
+    assert!(!h.decision(tid(3)).keep);
+    let err = S {
+        error: true,
+        root: false,
+        ..s("cart", "/db", 200)
+    };
+    h.send(&[(tid(3), err)]);
+    h.send(&[(
+        tid(3),
+        S {
+            root: false,
+            ..s("cart", "/db", 200)
+        },
+    )]);
+    let rows = h.kept_rows();
+    assert_eq!(rows.len(), 2, "the error and what follows it are kept");
+    assert!(rows
+        .iter()
+        .all(|r| r.1 == 1.0 && r.2 == "force_keep:status = error"));
+}
+
+#[test]
+fn release_takes_each_record_once_and_keeps_per_trace_stamps() {
+    let mut h = Harness::new(rules(|_| {}));
+    let high = S {
+        ms: 400,
+        ..s("payment", "/api/payment/charge", 200)
+    };
+    // One request with three traces: two kept (forced, high), one dropped (health).
+    h.send(&[
+        (
+            tid(1),
+            S {
+                error: true,
+                ..s("cart", "/a", 500)
+            },
+        ),
+        (tid(2), high),
+        (tid(3), s("cart", "/healthz", 200)),
+    ]);
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.kept.len(), 1, "one batch for the record");
+    let mut rows = h.kept_rows();
+    rows.sort_by_key(|r| r.0);
+    let mut want = vec![
+        (tid(1), 1.0, "force_keep:status = error".to_string()),
+        (tid(2), 1.0, "high".to_string()),
+    ];
+    want.sort_by_key(|r| r.0);
+    assert_eq!(rows, want);
 }
