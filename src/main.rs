@@ -1,7 +1,8 @@
-//! The `tracelake` binary: `serve`, `loadgen` and `config example`.
+//! The `tracelake` binary: `serve`, `loadgen`, `sampler-eval` and `config example`.
 
 mod config;
 mod loadgen;
+mod sampler_eval;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ enum Command {
     Serve(config::ServeArgs),
     /// Send a realistic synthetic OTLP workload to a server.
     Loadgen(loadgen::LoadgenArgs),
+    /// Compare the tail sampler with uniform sampling on a synthetic workload with known truth.
+    SamplerEval(sampler_eval::SamplerEvalArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
                 .block_on(loadgen::run(args))
                 .map(|summary| summary.print(json))
         }
+        Command::SamplerEval(args) => sampler_eval::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
