@@ -20,6 +20,9 @@ pub enum Error {
     /// Reading storage failed.
     #[error("storage: {0}")]
     Storage(#[from] tracelake_storage::Error),
+    /// A TraceQL query does not parse.
+    #[error("invalid TraceQL: {0}")]
+    TraceQl(#[from] crate::traceql::ParseError),
     /// A trace id is not 1-32 hex digits.
     #[error("invalid trace id {0:?}: expected up to 32 hex digits")]
     InvalidTraceId(String),
@@ -51,9 +54,11 @@ impl Error {
     /// True when the client's request is at fault (a 4xx), false for server faults.
     pub fn is_client_error(&self) -> bool {
         match self {
-            Error::Refused(_) | Error::Parse(_) | Error::InvalidTraceId(_) | Error::Timeout(_) => {
-                true
-            }
+            Error::Refused(_)
+            | Error::Parse(_)
+            | Error::TraceQl(_)
+            | Error::InvalidTraceId(_)
+            | Error::Timeout(_) => true,
             Error::Query(e) => matches!(
                 e.find_root(),
                 DataFusionError::Plan(_)

@@ -19,6 +19,7 @@ mod engine;
 mod error;
 pub mod guard;
 mod provider;
+pub mod traceql;
 
 pub use engine::{parse_trace_id, QueryConfig, QueryEngine, QueryOutput, TimeRange};
 pub use error::{Error, Result};
