@@ -1,7 +1,8 @@
 //! The end-to-end system benchmark: the release `tracelake` binary, fed by `tracelake loadgen`.
 //!
-//! Measures ingest throughput (keep-all), bytes per span on disk next to the raw OTLP protobuf
-//! bytes of the same spans, and trace-by-id latency (`/api/traces/{id}`, JSON and protobuf).
+//! Measures ingest throughput (keep-all, then with tail sampling on the same workload), bytes
+//! per span on disk next to the raw OTLP protobuf bytes of the same spans, and trace-by-id
+//! latency (`/api/traces/{id}`, JSON and protobuf).
 //!
 //! ```sh
 //! cargo bench --bench e2e -- --traces 20000
@@ -67,13 +68,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args = parse_args();
-    let dir = tempfile::tempdir().unwrap();
-    let mut srv = TestServer::start(dir.path(), &["--flush-interval", "5s"]).await;
+/// Tail sampling as in `examples/sampling.toml`, for the loadgen topology.
+const SAMPLING: &str = r#"
+[sampling]
+enabled = true
+[[sampling.routes]]
+regex = "^/api/(checkout|payment)"
+score = 1.0
+slow_threshold = "300ms"
+[[sampling.routes]]
+regex = "^(/healthz|grpc\\.health\\.v1\\.Health/Check)$"
+force = "drop"
+[sampling.tiers]
+services = { "payment" = "critical", "checkout" = "critical", "recommendation" = "best_effort" }
+"#;
 
-    // 1. Ingest throughput, keep-all.
+/// Runs loadgen against `srv`; returns its JSON summary.
+fn loadgen(srv: &TestServer, args: &Args) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
         .args([
             "loadgen",
@@ -97,12 +108,27 @@ async fn main() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["spans_failed"], 0, "{summary}");
+    summary
+}
+
+fn spans_per_sec(summary: &serde_json::Value) -> f64 {
+    summary["spans_per_sec"].as_f64().unwrap_or_else(|| {
+        summary["spans_acked"].as_f64().unwrap() / summary["elapsed_secs"].as_f64().unwrap()
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = parse_args();
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = TestServer::start(dir.path(), &["--flush-interval", "5s"]).await;
+
+    // 1. Ingest throughput, keep-all.
+    let summary = loadgen(&srv, &args);
     let spans = summary["spans_acked"].as_u64().unwrap();
     let raw_bytes = summary["bytes_sent"].as_u64().unwrap();
-    let spans_per_sec = summary["spans_per_sec"]
-        .as_f64()
-        .unwrap_or_else(|| spans as f64 / summary["elapsed_secs"].as_f64().unwrap_or(f64::NAN));
-    assert_eq!(summary["spans_failed"], 0, "{summary}");
+    let keep_all_rate = spans_per_sec(&summary);
 
     // 2. Bytes on disk after the final flush.
     let stopped = Instant::now();
@@ -141,6 +167,30 @@ async fn main() {
         lat.sort();
         timings.push((accept, lat));
     }
+    drop(srv);
+
+    // 4. Ingest throughput with tail sampling on, same workload; then what it stored.
+    let sampled_dir = tempfile::tempdir().unwrap();
+    let config = sampled_dir.path().join("tracelake.toml");
+    std::fs::write(&config, SAMPLING).unwrap();
+    let mut srv = TestServer::start(
+        sampled_dir.path(),
+        &[
+            "--flush-interval",
+            "5s",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let sampled = loadgen(&srv, &args);
+    let sampled_rate = spans_per_sec(&sampled);
+    assert!(srv.terminate().success());
+    let srv = TestServer::start(sampled_dir.path(), &["--flush-interval", "5s"]).await;
+    let stored = srv.count("").await;
+    let weighted = srv.sql("SELECT sum(adjusted_count) AS w FROM spans").await[0]["w"]
+        .as_f64()
+        .unwrap();
 
     println!(
         "## tracelake end-to-end ({} traces, {} spans)",
@@ -150,7 +200,19 @@ async fn main() {
     println!("| --- | --- |");
     println!(
         "| ingest, keep-all, OTLP/gRPC, {} concurrent | {:.0} spans/s |",
-        args.concurrency, spans_per_sec
+        args.concurrency, keep_all_rate
+    );
+    println!(
+        "| ingest, tail sampling on (examples/sampling.toml rules) | {:.0} spans/s ({:.2}x keep-all) |",
+        sampled_rate,
+        sampled_rate / keep_all_rate
+    );
+    println!(
+        "| stored with tail sampling | {} of {} spans ({:.1}%), SUM(adjusted_count) = {:.0} |",
+        stored,
+        spans,
+        100.0 * stored as f64 / spans as f64,
+        weighted
     );
     println!(
         "| raw OTLP protobuf | {:.1} bytes/span |",
