@@ -708,24 +708,8 @@ fn stamp_rows(batch: &RecordBatch, factors: &[f64], rules: &[Arc<str>]) -> Recor
 
 /// Sets `adjusted_count *= 1/p` and `sampling_rule = rule` on every span.
 pub fn stamp(batch: &RecordBatch, p: f64, rule: &str) -> RecordBatch {
-    let schema = batch.schema();
-    let adj_ix = schema
-        .index_of(columns::ADJUSTED_COUNT)
-        .expect("adjusted_count");
-    let rule_ix = schema
-        .index_of(columns::SAMPLING_RULE)
-        .expect("sampling_rule");
-    let old = batch.column(adj_ix).as_primitive::<Float64Type>();
-    let factor = 1.0 / p;
-    let adjusted: Float64Array = old
-        .iter()
-        .map(|v| Some(v.unwrap_or(1.0) * factor))
-        .collect();
-    let rules = StringArray::from_iter_values(std::iter::repeat_n(rule, batch.num_rows()));
-    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
-    cols[adj_ix] = Arc::new(adjusted);
-    cols[rule_ix] = Arc::new(rules);
-    RecordBatch::try_new(schema, cols).expect("same schema, same lengths")
+    let n = batch.num_rows();
+    stamp_rows(batch, &vec![1.0 / p; n], &vec![Arc::from(rule); n])
 }
 
 /// Concatenates span batches, or None when there are none.
