@@ -67,6 +67,14 @@ pub(crate) struct SamplerEvalArgs {
     /// workload's spans) are above a smaller budget after a 10x step, and they are never cut
     #[arg(long, default_value_t = 2.0)]
     pub(crate) budget_share: f64,
+    /// Scales loadgen's failure probabilities (timeouts, DB errors, external 5xx). 1 is
+    /// loadgen's own mix, where about 6% of traces hold an error; production systems are
+    /// usually well under 1%
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) failure_scale: f64,
+    /// Share of the traces inside each of the three injected error bursts
+    #[arg(long, default_value_t = 0.01)]
+    pub(crate) burst_share: f64,
     /// Skip the budget run
     #[arg(long)]
     pub(crate) no_step: bool,
@@ -90,6 +98,10 @@ pub(crate) struct EvalOptions {
     pub(crate) late_fraction: f64,
     /// Main run arrival rate, traces per second.
     pub(crate) rate: f64,
+    /// Scale of loadgen's failure probabilities.
+    pub(crate) failure_scale: f64,
+    /// Share of traces in each error burst.
+    pub(crate) burst_share: f64,
     /// The budget run: base rate R (traces/s) and budget share; None to skip it.
     pub(crate) step: Option<(f64, f64)>,
     /// Progress lines on stderr.
@@ -139,6 +151,18 @@ impl EvalOptions {
         if !(args.rate.is_finite() && args.rate > 0.0) {
             bail!("--rate must be above 0, got {}", args.rate);
         }
+        if !(args.failure_scale.is_finite() && (0.0..=50.0).contains(&args.failure_scale)) {
+            bail!(
+                "--failure-scale must be between 0 and 50, got {}",
+                args.failure_scale
+            );
+        }
+        if !(0.0..=0.3).contains(&args.burst_share) {
+            bail!(
+                "--burst-share must be between 0 and 0.3, got {}",
+                args.burst_share
+            );
+        }
         if !(args.budget_share.is_finite() && args.budget_share > 0.0) {
             bail!("--budget-share must be above 0, got {}", args.budget_share);
         }
@@ -155,6 +179,8 @@ impl EvalOptions {
             seed: args.seed,
             late_fraction: args.late_fraction,
             rate: args.rate,
+            failure_scale: args.failure_scale,
+            burst_share: args.burst_share,
             step: (!args.no_step).then_some((step_rate, args.budget_share)),
             progress: true,
         })
@@ -296,7 +322,8 @@ pub(crate) fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
             opts.traces, opts.rate
         ),
     );
-    let traffic = Traffic::new(opts.seed, opts.traces, opts.late_fraction);
+    let traffic = Traffic::new(opts.seed, opts.traces, opts.late_fraction)
+        .with_failures(opts.failure_scale, opts.burst_share);
     let schedule = Schedule::Constant {
         rate: opts.rate,
         traces: opts.traces,
@@ -471,7 +498,8 @@ fn budget_run(
         ),
     );
     let show = opts.progress;
-    let traffic = Traffic::new(opts.seed.wrapping_add(1), total, opts.late_fraction);
+    let traffic = Traffic::new(opts.seed.wrapping_add(1), total, opts.late_fraction)
+        .with_failures(opts.failure_scale, opts.burst_share);
     let run = replay::run_tail(rules, traffic, schedule, &mut |n| {
         progress(show, &format!("  {n}/{total} traces"));
     })?;

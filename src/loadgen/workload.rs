@@ -68,6 +68,8 @@ pub(crate) struct Workload {
     trace_interval_nanos: u64,
     traces: u64,
     kafka_offset: i64,
+    /// Multiplies the probabilities of timeouts, DB errors and external failures.
+    failure_scale: f64,
     pods: Vec<Vec<Pod>>,
     scopes: Vec<InstrumentationScope>,
 }
@@ -163,6 +165,7 @@ impl Workload {
             trace_interval_nanos: 10_000_000,
             traces: 0,
             kafka_offset: 1_000_000,
+            failure_scale: 1.0,
             pods,
             scopes,
         }
@@ -171,6 +174,15 @@ impl Workload {
     /// Sets the simulated time between consecutive trace starts (default 10 ms).
     pub(crate) fn with_trace_interval(mut self, interval: Duration) -> Self {
         self.trace_interval_nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Scales the failure probabilities (own 5xx, timeouts, DB errors, external 5xx and
+    /// timeouts); 1.0
+    /// is the default mix, where about 6% of traces hold an error.
+    #[cfg_attr(not(test), allow(dead_code, reason = "used by sampler-eval"))]
+    pub(crate) fn with_failure_scale(mut self, scale: f64) -> Self {
+        self.failure_scale = scale.clamp(0.0, 1.0 / (P_EXTERNAL_5XX + P_EXTERNAL_TIMEOUT));
         self
     }
 
@@ -471,7 +483,8 @@ impl TraceGen<'_> {
         let mut code = op.ok_code;
         let mut error_event = None;
         let own_4xx = self.rng().random_bool(op.p4xx);
-        let own_5xx_at = if self.rng().random_bool(op.p5xx) {
+        let p5xx = (op.p5xx * self.w.failure_scale).min(1.0);
+        let own_5xx_at = if self.rng().random_bool(p5xx) {
             Some(self.rng().random_range(0..=op.calls.len()))
         } else {
             None
@@ -615,7 +628,8 @@ impl TraceGen<'_> {
         let mut end = served.end + net_back;
         let mut outcome = Outcome::Code(served.code);
         let deadline = at + if def.grpc.is_some() { 2_000 } else { 5_000 } * 1_000_000;
-        if end < deadline && self.rng().random_bool(P_TIMEOUT) {
+        let p_timeout = (P_TIMEOUT * self.w.failure_scale).min(1.0);
+        if end < deadline && self.rng().random_bool(p_timeout) {
             // The callee got stuck after its last call; the client gives up at its deadline.
             end = deadline;
             let server = &mut self.spans[served.index].1;
@@ -721,7 +735,8 @@ impl TraceGen<'_> {
         attributes.push(kv("db.statement", self.ctx.fill(q.statement)));
         attributes.push(kv("server.address", address));
         attributes.push(kv("server.port", port));
-        let (error, events, outcome) = if self.rng().random_bool(P_DB_ERROR) {
+        let p_db_error = (P_DB_ERROR * self.w.failure_scale).min(1.0);
+        let (error, events, outcome) = if self.rng().random_bool(p_db_error) {
             let (ty, message) = match q.system {
                 DbSystem::Postgres => (
                     "PgError",
@@ -770,9 +785,13 @@ impl TraceGen<'_> {
         let span_id = self.span_id();
         let index = self.reserve(res_key(from.0, from.1), span_id);
         let r: f64 = self.rng().random();
-        let (duration, outcome) = if r < P_EXTERNAL_TIMEOUT {
+        let (p_timeout, p_5xx) = (
+            P_EXTERNAL_TIMEOUT * self.w.failure_scale,
+            P_EXTERNAL_5XX * self.w.failure_scale,
+        );
+        let (duration, outcome) = if r < p_timeout {
             (10_000 * 1_000_000, Outcome::Timeout)
-        } else if r < P_EXTERNAL_TIMEOUT + P_EXTERNAL_5XX {
+        } else if r < p_timeout + p_5xx {
             (self.latency(x.median_ms * 2.0, 0.7), Outcome::Code(503))
         } else {
             (self.latency(x.median_ms, 0.45), Outcome::Code(200))

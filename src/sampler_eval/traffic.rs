@@ -125,6 +125,7 @@ pub(crate) struct Traffic {
     rng: StdRng,
     bursts: Vec<Burst>,
     index: u64,
+    total: u64,
     late_fraction: f64,
     /// Interned root names of the traces so far.
     pub(crate) names: Names,
@@ -151,9 +152,28 @@ impl Traffic {
             rng,
             bursts,
             index: 0,
+            total,
             late_fraction,
             names: Names::default(),
         }
+    }
+
+    /// Scales loadgen's failure probabilities, and resizes the bursts to `burst_share` of the
+    /// traces each (0 removes them).
+    pub(crate) fn with_failures(mut self, failure_scale: f64, burst_share: f64) -> Self {
+        let total = self.total;
+        self.workload = std::mem::replace(&mut self.workload, Workload::new(0, 0))
+            .with_failure_scale(failure_scale);
+        let len = (total as f64 * burst_share) as u64;
+        if len == 0 {
+            self.bursts.clear();
+        }
+        for b in &mut self.bursts {
+            let len = len.min(total);
+            b.start = b.start.min(total - len);
+            b.end = b.start + len;
+        }
+        self
     }
 
     /// The services that fail in bursts, with their trace index ranges.
