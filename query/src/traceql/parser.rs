@@ -445,47 +445,53 @@ impl Parser<'_> {
         Ok(q)
     }
 
+    /// `next (op next)*`, flattened into one list: `a && (b && c)` and `a && b && c` give the
+    /// same `And([a, b, c])`. A single operand is returned as is.
+    fn flat_list<T>(
+        &mut self,
+        op: &Tok,
+        next: impl Fn(&mut Self) -> Result<T>,
+        split: impl Fn(T) -> std::result::Result<Vec<T>, T>,
+        join: impl Fn(Vec<T>) -> T,
+    ) -> Result<T> {
+        let first = next(self)?;
+        if self.peek() != op {
+            return Ok(first);
+        }
+        let mut items = Vec::new();
+        push_flat(&mut items, first, &split);
+        while self.eat(op) {
+            let item = next(self)?;
+            push_flat(&mut items, item, &split);
+        }
+        Ok(join(items))
+    }
+
     // -----------------------------------------------------------------------------------------
     // Spanset expressions.
 
     fn spanset_expr(&mut self) -> Result<SpansetExpr> {
-        let first = self.spanset_and()?;
-        if *self.peek() != Tok::OrOr {
-            return Ok(first);
-        }
-        let mut items = Vec::new();
-        push_flat(&mut items, first, |e| match e {
-            SpansetExpr::Or(items) => Ok(items),
-            other => Err(other),
-        });
-        while self.eat(&Tok::OrOr) {
-            let next = self.spanset_and()?;
-            push_flat(&mut items, next, |e| match e {
+        self.flat_list(
+            &Tok::OrOr,
+            Self::spanset_and,
+            |e| match e {
                 SpansetExpr::Or(items) => Ok(items),
                 other => Err(other),
-            });
-        }
-        Ok(SpansetExpr::Or(items))
+            },
+            SpansetExpr::Or,
+        )
     }
 
     fn spanset_and(&mut self) -> Result<SpansetExpr> {
-        let first = self.spanset_structural()?;
-        if *self.peek() != Tok::AndAnd {
-            return Ok(first);
-        }
-        let mut items = Vec::new();
-        push_flat(&mut items, first, |e| match e {
-            SpansetExpr::And(items) => Ok(items),
-            other => Err(other),
-        });
-        while self.eat(&Tok::AndAnd) {
-            let next = self.spanset_structural()?;
-            push_flat(&mut items, next, |e| match e {
+        self.flat_list(
+            &Tok::AndAnd,
+            Self::spanset_structural,
+            |e| match e {
                 SpansetExpr::And(items) => Ok(items),
                 other => Err(other),
-            });
-        }
-        Ok(SpansetExpr::And(items))
+            },
+            SpansetExpr::And,
+        )
     }
 
     fn spanset_structural(&mut self) -> Result<SpansetExpr> {
@@ -585,43 +591,27 @@ impl Parser<'_> {
     // Conditions.
 
     fn condition(&mut self) -> Result<Condition> {
-        let first = self.condition_and()?;
-        if *self.peek() != Tok::OrOr {
-            return Ok(first);
-        }
-        let mut items = Vec::new();
-        push_flat(&mut items, first, |c| match c {
-            Condition::Or(items) => Ok(items),
-            other => Err(other),
-        });
-        while self.eat(&Tok::OrOr) {
-            let next = self.condition_and()?;
-            push_flat(&mut items, next, |c| match c {
+        self.flat_list(
+            &Tok::OrOr,
+            Self::condition_and,
+            |e| match e {
                 Condition::Or(items) => Ok(items),
                 other => Err(other),
-            });
-        }
-        Ok(Condition::Or(items))
+            },
+            Condition::Or,
+        )
     }
 
     fn condition_and(&mut self) -> Result<Condition> {
-        let first = self.condition_unary()?;
-        if *self.peek() != Tok::AndAnd {
-            return Ok(first);
-        }
-        let mut items = Vec::new();
-        push_flat(&mut items, first, |c| match c {
-            Condition::And(items) => Ok(items),
-            other => Err(other),
-        });
-        while self.eat(&Tok::AndAnd) {
-            let next = self.condition_unary()?;
-            push_flat(&mut items, next, |c| match c {
+        self.flat_list(
+            &Tok::AndAnd,
+            Self::condition_unary,
+            |e| match e {
                 Condition::And(items) => Ok(items),
                 other => Err(other),
-            });
-        }
-        Ok(Condition::And(items))
+            },
+            Condition::And,
+        )
     }
 
     fn condition_unary(&mut self) -> Result<Condition> {
