@@ -177,8 +177,8 @@ impl Workload {
         self
     }
 
-    /// Scales the failure probabilities (own 5xx, timeouts, DB errors, external 5xx and
-    /// timeouts); 1.0
+    /// Scales the failure probabilities (own 4xx and 5xx, timeouts, DB errors, external 5xx
+    /// and timeouts); 1.0
     /// is the default mix, where about 6% of traces hold an error.
     #[cfg_attr(not(test), allow(dead_code, reason = "used by sampler-eval"))]
     pub(crate) fn with_failure_scale(mut self, scale: f64) -> Self {
@@ -482,7 +482,8 @@ impl TraceGen<'_> {
 
         let mut code = op.ok_code;
         let mut error_event = None;
-        let own_4xx = self.rng().random_bool(op.p4xx);
+        let p4xx = (op.p4xx * self.w.failure_scale).min(1.0);
+        let own_4xx = self.rng().random_bool(p4xx);
         let p5xx = (op.p5xx * self.w.failure_scale).min(1.0);
         let own_5xx_at = if self.rng().random_bool(p5xx) {
             Some(self.rng().random_range(0..=op.calls.len()))
