@@ -73,31 +73,20 @@ const SAMPLING: &str = include_str!("../examples/sampling.toml");
 
 /// Runs loadgen against `srv`; returns its JSON summary.
 fn loadgen(srv: &TestServer, args: &Args) -> serde_json::Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .args([
-            "loadgen",
-            "--rate",
-            "0",
-            "--no-progress",
-            "--json",
-            "--seed",
-            "1",
-        ])
-        .args(["--traces", &args.traces.to_string()])
-        .args(["--concurrency", &args.concurrency.to_string()])
-        .args(["--batch-traces", "100"])
-        .args(["--endpoint", &srv.grpc_url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["spans_failed"], 0, "{summary}");
-    summary
+    server::run_loadgen(&[
+        "--rate",
+        "0",
+        "--seed",
+        "1",
+        "--traces",
+        &args.traces.to_string(),
+        "--concurrency",
+        &args.concurrency.to_string(),
+        "--batch-traces",
+        "100",
+        "--endpoint",
+        &srv.grpc_url(),
+    ])
 }
 
 fn spans_per_sec(summary: &serde_json::Value) -> f64 {

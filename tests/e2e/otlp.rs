@@ -11,7 +11,7 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::data::{flatten, request, rich_trace, trace_id};
-use crate::server::TestServer;
+use crate::server::{run_loadgen, TestServer};
 
 async fn get_trace_proto(server: &TestServer, id: &str) -> TracesData {
     let resp = reqwest::Client::new()
@@ -281,20 +281,18 @@ async fn loadgen_spans_are_all_stored() {
         ("grpc", server.grpc_url()),
         ("http-proto", format!("http://{}", server.otlp_http)),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
-            .args(["loadgen", "--traces", "150", "--rate", "0", "--seed", "7"])
-            .args(["--protocol", protocol, "--endpoint", &endpoint])
-            .args(["--no-progress", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "loadgen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-        assert_eq!(summary["spans_failed"], 0, "{summary}");
+        let summary = run_loadgen(&[
+            "--traces",
+            "150",
+            "--rate",
+            "0",
+            "--seed",
+            "7",
+            "--protocol",
+            protocol,
+            "--endpoint",
+            &endpoint,
+        ]);
         assert_eq!(summary["spans_acked"], summary["spans_sent"], "{summary}");
     }
     let rows = server

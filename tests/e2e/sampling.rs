@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::server::TestServer;
+use crate::server::{run_loadgen, TestServer};
 
 /// Sampling rules for the loadgen topology: most user traffic lands in the middle band.
 const CONFIG: &str = r#"
@@ -47,20 +47,18 @@ async fn start_with_config(dir: &Path, config: &str, extra: &[&str]) -> TestServ
 }
 
 fn loadgen(server: &TestServer, traces: &str) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .args(["loadgen", "--traces", traces, "--rate", "0", "--seed", SEED])
-        .args(["--start-time", START, "--endpoint", &server.grpc_url()])
-        .args(["--no-progress", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "loadgen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["spans_failed"], 0, "{summary}");
+    run_loadgen(&[
+        "--traces",
+        traces,
+        "--rate",
+        "0",
+        "--seed",
+        SEED,
+        "--start-time",
+        START,
+        "--endpoint",
+        &server.grpc_url(),
+    ]);
 }
 
 async fn reload(server: &TestServer) -> (reqwest::StatusCode, String) {

@@ -10,6 +10,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Runs `tracelake loadgen --no-progress --json` with `args`; asserts that it succeeded and
+/// that no span failed, and returns its JSON summary.
+pub(crate) fn run_loadgen(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracelake"))
+        .arg("loadgen")
+        .args(args)
+        .args(["--no-progress", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["spans_failed"], 0, "{summary}");
+    summary
+}
+
 /// A running `tracelake serve`. Killed on drop.
 pub(crate) struct TestServer {
     child: Option<Child>,

@@ -45,9 +45,7 @@ pub use config::SamplingConfig;
 pub use prepare::{prepare, threshold_probability, trace_id_of, Prepared, TraceId};
 pub use rules::Rules;
 pub use state::{trace_random, Key, ProbTable};
-pub use tail::{
-    decide, group_releases, release_kept, Band, Decision, Due, Part, Release, Status, TailCore,
-};
+pub use tail::{decide, release_kept, Band, Decision, Due, Part, Release, Status, TailCore};
 
 /// The WAL system stream holding sampling decisions.
 pub const DECISIONS_STREAM: &str = "#sampling-decisions";

@@ -720,17 +720,3 @@ pub fn concat(batches: Vec<RecordBatch>) -> Option<RecordBatch> {
         _ => Some(concat_batches(&span_schema(), &batches).expect("span batches share a schema")),
     }
 }
-
-/// Groups releases by (tenant, seq), one batch each.
-pub fn group_releases(releases: Vec<Release>) -> Vec<Release> {
-    let mut groups: BTreeMap<(Arc<str>, u64), Vec<RecordBatch>> = BTreeMap::new();
-    for r in releases {
-        groups.entry((r.tenant, r.seq)).or_default().push(r.spans);
-    }
-    groups
-        .into_iter()
-        .filter_map(|((tenant, seq), batches)| {
-            concat(batches).map(|spans| Release { tenant, seq, spans })
-        })
-        .collect()
-}

@@ -43,24 +43,9 @@ const METRICS_FUNCTIONS: [&str; 8] = [
     "histogram_over_time",
 ];
 
-/// Words that start a pipeline stage (for "did you mean" hints).
-const STAGE_WORDS: [&str; 16] = [
-    "by",
-    "select",
-    "coalesce",
-    "count",
-    "avg",
-    "min",
-    "max",
-    "sum",
-    "rate",
-    "count_over_time",
-    "quantile_over_time",
-    "min_over_time",
-    "max_over_time",
-    "avg_over_time",
-    "sum_over_time",
-    "histogram_over_time",
+/// Words that start a pipeline stage other than a metrics function (for "did you mean" hints).
+const STAGE_WORDS: [&str; 8] = [
+    "by", "select", "coalesce", "count", "avg", "min", "max", "sum",
 ];
 
 const FIELD_EXAMPLES: &str =
@@ -265,7 +250,9 @@ impl Parser<'_> {
             }
             _ => {
                 let mut err = self.unexpected(stage_expected());
-                if let Some(close) = closest(&word, STAGE_WORDS) {
+                if let Some(close) =
+                    closest(&word, STAGE_WORDS.into_iter().chain(METRICS_FUNCTIONS))
+                {
                     err = err.with_note(format!("did you mean \"{close}\"?"));
                 }
                 Err(err)
