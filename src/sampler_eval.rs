@@ -938,10 +938,36 @@ mod tests {
 
     /// The robust targets on a small workload. At 4000 traces the estimates are too noisy to
     /// test (about 150 middle-band traces per service), and the critical recall ratio cannot
-    /// reach 10x with this workload at any size: critical traces hold about 8% of the spans
-    /// and the checkout rule's 300 ms threshold adds about 2% more to the high band, so the
-    /// tail sampler stores at least ~10% and uniform sampling at equal storage keeps at least
-    /// ~10% of them. With mid_probability 0.05 the ratio is about 6x; 5x is asserted.
+    /// reach 10x with loadgen's own failure mix at any size: critical traces hold about 9% of
+    /// the spans, so the tail sampler stores at least that and uniform sampling at equal
+    /// storage keeps as large a share of them. With mid_probability 0.05 the ratio is about
+    /// 7x; 5x is asserted. `critical_recall_is_ten_times_uniform_at_low_error_rates` checks
+    /// the 10x target where it can hold.
+    /// The 10x target at production-like error rates (loadgen's failures scaled to 5%): every
+    /// critical trace is kept while at most 10% of the spans are stored. Uniform sampling at
+    /// equal storage keeps each trace with probability equal to the storage share, so its
+    /// expected critical recall is at most 10%: the expected ratio is at least 10x. The
+    /// sampled uniform recall is too noisy at this size (about 300 critical traces) to assert
+    /// the measured ratio; BENCHMARKS.md has it at 200,000 traces.
+    #[test]
+    fn critical_recall_is_ten_times_uniform_at_low_error_rates() {
+        let r = evaluate(&options(&[
+            "--traces",
+            "20000",
+            "--failure-scale",
+            "0.05",
+            "--burst-share",
+            "0.001",
+            "--no-step",
+        ]))
+        .unwrap();
+        eprintln!("{}", r.table());
+        let critical = r.recall.iter().find(|x| x.key == "critical").unwrap();
+        assert!(critical.traces >= 200, "{critical:?}");
+        assert_eq!(critical.tail, Some(1.0), "{critical:?}");
+        assert!(r.tail.span_share <= 0.10, "{:?}", r.tail);
+    }
+
     #[test]
     fn small_workload_meets_the_robust_targets() {
         let r = evaluate(&options(&["--traces", "4000"])).unwrap();
