@@ -176,7 +176,7 @@ impl QueryEngine {
     }
 
     /// Runs `fut` on the query runtime with the configured timeout.
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {

@@ -18,7 +18,10 @@
 mod engine;
 mod error;
 pub mod guard;
+pub mod jaeger;
 mod provider;
+pub mod search;
+pub mod tags;
 pub mod traceql;
 
 pub use engine::{parse_trace_id, QueryConfig, QueryEngine, QueryOutput, TimeRange};

@@ -18,7 +18,10 @@
 //! ```
 
 mod error;
+pub mod jaeger;
+mod search;
 mod sql;
+mod tempo;
 mod traces;
 
 use std::sync::Arc;
@@ -78,6 +81,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/echo", get(|| async { "echo" }))
         .route("/ready", get(|| async { "ready" }))
         .route("/metrics", get(metrics))
+        .merge(tempo::routes())
+        .merge(search::routes())
         .with_state(state)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req

@@ -1,0 +1,1 @@
+//! Queries behind the Jaeger API: services, operations, trace search, dependencies.

@@ -1,0 +1,1 @@
+//! Trace search: TraceQL compiled to DataFusion plans.
