@@ -1,0 +1,1 @@
+//! The Jaeger query API against the real binary.

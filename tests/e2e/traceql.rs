@@ -1,0 +1,1 @@
+//! TraceQL search against the real binary, checked against independent SQL.
