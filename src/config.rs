@@ -33,6 +33,9 @@ pub(crate) struct ServeArgs {
     /// Tempo API, SQL over HTTP, /metrics and /ready. Default 127.0.0.1:3200
     #[arg(long, env = "TRACELAKE_HTTP_ADDR")]
     pub(crate) http_addr: Option<SocketAddr>,
+    /// Jaeger query API (v1 and api_v3). Default 127.0.0.1:16686
+    #[arg(long, env = "TRACELAKE_JAEGER_ADDR")]
+    pub(crate) jaeger_addr: Option<SocketAddr>,
     /// How often buffered spans are flushed to the table, e.g. 5s, 500ms. Default 5s
     #[arg(long, env = "TRACELAKE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     pub(crate) flush_interval: Option<Duration>,
@@ -55,6 +58,7 @@ pub(crate) struct ServerSection {
     pub(crate) otlp_grpc_addr: Option<SocketAddr>,
     pub(crate) otlp_http_addr: Option<SocketAddr>,
     pub(crate) http_addr: Option<SocketAddr>,
+    pub(crate) jaeger_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +99,7 @@ pub(crate) struct Config {
     pub(crate) otlp_grpc_addr: SocketAddr,
     pub(crate) otlp_http_addr: SocketAddr,
     pub(crate) http_addr: SocketAddr,
+    pub(crate) jaeger_addr: SocketAddr,
     pub(crate) flush_interval: Duration,
     pub(crate) flush_bytes: usize,
     pub(crate) max_buffer_bytes: usize,
@@ -176,6 +181,7 @@ impl Config {
                 "127.0.0.1:4318",
             ),
             http_addr: addr(args.http_addr, file.server.http_addr, "127.0.0.1:3200"),
+            jaeger_addr: addr(args.jaeger_addr, file.server.jaeger_addr, "127.0.0.1:16686"),
             flush_interval,
             flush_bytes: file.storage.flush_bytes.unwrap_or(64 * 1024 * 1024),
             max_buffer_bytes: file.storage.max_buffer_bytes.unwrap_or(512 * 1024 * 1024),
@@ -215,6 +221,8 @@ otlp_grpc_addr = "127.0.0.1:4317"
 otlp_http_addr = "127.0.0.1:4318"
 # Tempo API, POST /api/sql, /metrics, /ready (flag --http-addr).
 http_addr = "127.0.0.1:3200"
+# Jaeger query API, v1 and api_v3 (flag --jaeger-addr).
+jaeger_addr = "127.0.0.1:16686"
 
 [storage]
 # Local directory for the write-ahead log and, by default, the tables (flag --data-dir).
@@ -350,6 +358,7 @@ mod tests {
         .unwrap();
         let defaults = Config::load(&ServeArgs::default()).unwrap();
         assert_eq!(from_file.otlp_grpc_addr, defaults.otlp_grpc_addr);
+        assert_eq!(from_file.jaeger_addr, defaults.jaeger_addr);
         assert_eq!(from_file.flush_bytes, defaults.flush_bytes);
         assert_eq!(from_file.max_request_bytes, defaults.max_request_bytes);
         assert_eq!(from_file.query_timeout, defaults.query_timeout);

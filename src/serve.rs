@@ -71,6 +71,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let grpc = bind("otlp-grpc", config.otlp_grpc_addr).await?;
     let http = bind("otlp-http", config.otlp_http_addr).await?;
     let api = bind("http", config.http_addr).await?;
+    let jaeger = bind("jaeger", config.jaeger_addr).await?;
 
     let stop_accepting = CancellationToken::new();
     let stop_flusher = CancellationToken::new();
@@ -117,6 +118,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         sampling: Some(control),
     };
+    servers.spawn(named(
+        "jaeger api server",
+        tracelake_ui_api::jaeger::serve(
+            jaeger,
+            state.clone(),
+            stop_accepting.clone().cancelled_owned(),
+        ),
+    ));
     servers.spawn(named(
         "http api server",
         tracelake_ui_api::serve(api, state, stop_accepting.clone().cancelled_owned()),

@@ -23,6 +23,10 @@ pub enum Error {
     /// A TraceQL query does not parse.
     #[error("invalid TraceQL: {0}")]
     TraceQl(#[from] crate::traceql::ParseError),
+    /// A valid query asks for something tracelake cannot do (yet), or compares values that
+    /// cannot be compared.
+    #[error("unsupported query: {0}")]
+    Unsupported(String),
     /// A trace id is not 1-32 hex digits.
     #[error("invalid trace id {0:?}: expected up to 32 hex digits")]
     InvalidTraceId(String),
@@ -57,6 +61,7 @@ impl Error {
             Error::Refused(_)
             | Error::Parse(_)
             | Error::TraceQl(_)
+            | Error::Unsupported(_)
             | Error::InvalidTraceId(_)
             | Error::Timeout(_) => true,
             Error::Query(e) => matches!(

@@ -36,6 +36,7 @@ pub(crate) struct TestServer {
     pub(crate) grpc: SocketAddr,
     pub(crate) otlp_http: SocketAddr,
     pub(crate) http: SocketAddr,
+    pub(crate) jaeger: SocketAddr,
     stderr_path: PathBuf,
 }
 
@@ -49,6 +50,7 @@ impl TestServer {
             .args(["--otlp-grpc-addr", "127.0.0.1:0"])
             .args(["--otlp-http-addr", "127.0.0.1:0"])
             .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--jaeger-addr", "127.0.0.1:0"])
             .args(extra);
         cmd
     }
@@ -104,7 +106,8 @@ impl TestServer {
         });
         let mut addrs = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while addrs.len() < 3 {
+        const LISTENERS: [&str; 4] = ["otlp-grpc", "otlp-http", "http", "jaeger"];
+        while !LISTENERS.iter().all(|name| addrs.contains_key(*name)) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
@@ -126,6 +129,7 @@ impl TestServer {
             grpc: addrs["otlp-grpc"],
             otlp_http: addrs["otlp-http"],
             http: addrs["http"],
+            jaeger: addrs["jaeger"],
             stderr_path,
         };
         server.wait_ready().await;
@@ -152,6 +156,11 @@ impl TestServer {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
+    }
+
+    /// A URL on the Jaeger query API listener.
+    pub(crate) fn jaeger_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.jaeger, path)
     }
 
     pub(crate) fn otlp_http_url(&self) -> String {

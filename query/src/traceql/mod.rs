@@ -63,6 +63,7 @@ use std::fmt;
 use std::str::FromStr;
 
 mod ast;
+pub(crate) mod compile;
 mod lexer;
 mod parser;
 #[cfg(test)]
@@ -81,6 +82,42 @@ pub const MAX_DEPTH: usize = 64;
 /// Never panics; every failure is a [`ParseError`] that points at the offending text.
 pub fn parse(text: &str) -> Result<Query, ParseError> {
     parser::parse(text)
+}
+
+/// Parses a duration written as in TraceQL and Go (`200ms`, `1.5s`, `1h30m`, `10us`, `10µs`),
+/// as search parameters such as `minDuration` take them. A bare `0` is zero.
+///
+/// ```
+/// use std::time::Duration;
+/// use tracelake_query::traceql::parse_duration;
+/// assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+/// assert_eq!(parse_duration("1.5ms").unwrap(), Duration::from_micros(1500));
+/// assert!(parse_duration("5 apples").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let (tokens, error) = lexer::lex(text);
+    if let Some(e) = error {
+        return Err(format!(
+            "{text:?} is not a duration: expected {}, found {}",
+            e.expected, e.found
+        ));
+    }
+    match tokens.as_slice() {
+        [lexer::Token {
+            tok: lexer::Tok::Duration(d),
+            ..
+        }, lexer::Token {
+            tok: lexer::Tok::Eof,
+            ..
+        }] => Ok(*d),
+        _ => Err(format!(
+            "{text:?} is not a duration: write it like 200ms, 1.5s or 1h30m"
+        )),
+    }
 }
 
 impl FromStr for Query {
