@@ -1136,6 +1136,28 @@ fn field_label(f: &Field) -> String {
     }
 }
 
+/// The per-span filter of a query that is a single spanset filter (`{ cond }`, as Grafana
+/// sends with tag-value requests), for narrowing tag values to the spans it matches. `None`
+/// when the text does not parse (Grafana sends half-typed queries: they mean "no filter"), is
+/// `{ }`, or needs more than one span's row (pipelines, structural operators, trace-level
+/// intrinsics), or reads fields that cannot be searched.
+pub fn span_filter(q: &str) -> Option<Expr> {
+    let query = crate::traceql::parse(q).ok()?;
+    if !query.pipeline.is_empty() || query.is_metrics() {
+        return None;
+    }
+    let SpansetExpr::Filter(filter) = &query.spansets else {
+        return None;
+    };
+    let condition = filter.condition.as_ref()?;
+    let mut fields = Vec::new();
+    compile::condition_fields(condition, &mut fields);
+    if TraceColumns::of(fields) != TraceColumns::default() {
+        return None;
+    }
+    compile::exact(condition).ok()
+}
+
 /// Parses Tempo's legacy `tags` parameter (logfmt `key=value key2="v w"`) into a TraceQL query
 /// with one condition per tag, each on span or resource attributes. `name` and `status`
 /// are the intrinsics; values that parse as integers or booleans also match typed attributes.
@@ -1247,6 +1269,19 @@ fn logfmt(s: &str) -> Result<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_filters_come_only_from_single_complete_spanset_filters() {
+        assert!(span_filter(r#"{ resource.service.name = "cart" }"#).is_some());
+        assert!(
+            span_filter(r#"{ resource.service.name = "cart" && span.http.method = }"#).is_none()
+        );
+        assert!(span_filter("{ }").is_none());
+        assert!(span_filter("{ traceDuration > 1s }").is_none());
+        assert!(span_filter("{ .a = 1 } | count() > 2").is_none());
+        assert!(span_filter("{ .a = 1 } > { .b = 2 }").is_none());
+        assert!(span_filter("{ event.a = 1 }").is_none());
+    }
 
     #[test]
     fn logfmt_tags_become_traceql() {
