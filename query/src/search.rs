@@ -215,6 +215,9 @@ struct SearchPlan {
     fields: Vec<Field>,
     /// Per-trace columns phase 2 needs.
     trace_columns: TraceColumns,
+    /// The query is one spanset filter on span rows (no pipeline, no trace-level fields):
+    /// every trace phase 1 finds matches, so phase 1 can stop at `limit` traces.
+    single_filter: bool,
 }
 
 impl SearchPlan {
@@ -265,12 +268,16 @@ impl SearchPlan {
         for f in &fields {
             value_expr(f)?;
         }
+        let single_filter = query.pipeline.is_empty()
+            && matches!(query.spansets, SpansetExpr::Filter(_))
+            && trace_columns == TraceColumns::default();
         Ok(Self {
             query: query.clone(),
             exact,
             prune,
             fields,
             trace_columns,
+            single_filter,
         })
     }
 }
@@ -358,17 +365,29 @@ async fn candidates(
             having = having.and(formula(e, &mut next, &leaf));
         }
     }
-    let df = ctx
-        .table("spans")
-        .await?
-        .filter(filter)?
-        .aggregate(vec![col(columns::TRACE_ID)], aggregates)?
-        .filter(having)?
-        .sort(vec![
-            col(LAST_START).sort(false, false),
-            col(columns::TRACE_ID).sort(true, false),
-        ])?
-        .select(vec![col(columns::TRACE_ID)])?;
+    let spans = ctx.table("spans").await?.filter(filter)?;
+    let df = if plan.single_filter && req.min_duration.is_none() && req.max_duration.is_none() {
+        // Every trace with a matching span matches: the newest `limit` are the answer. Grouped
+        // by trace id, ordered by max(start) alone and limited, which DataFusion runs as a
+        // top-k aggregation (a bounded priority map instead of a full hash table and sort).
+        spans
+            .aggregate(
+                vec![col(columns::TRACE_ID)],
+                vec![max(col(columns::START_TIME_UNIX_NANO)).alias(LAST_START)],
+            )?
+            .sort(vec![col(LAST_START).sort(false, false)])?
+            .limit(0, Some(req.limit.clamp(1, MAX_LIMIT)))?
+            .select(vec![col(columns::TRACE_ID)])?
+    } else {
+        spans
+            .aggregate(vec![col(columns::TRACE_ID)], aggregates)?
+            .filter(having)?
+            .sort(vec![
+                col(LAST_START).sort(false, false),
+                col(columns::TRACE_ID).sort(true, false),
+            ])?
+            .select(vec![col(columns::TRACE_ID)])?
+    };
     let mut out = Vec::new();
     for batch in df.collect().await? {
         let ids = batch.column(0).as_binary::<i32>();

@@ -485,6 +485,28 @@ async fn traceql_search_matches_independent_sql() {
             BTreeSet::from([id.clone()])
         );
 
+        // `limit` keeps the traces whose matching spans are the newest.
+        let path = format!(
+            "/api/search?q={}&limit=5&{}",
+            urlencode("{ kind = server }"),
+            window()
+        );
+        let (status, body) = get(&server, &path).await;
+        assert_eq!(status, 200, "{body}");
+        let newest: BTreeSet<String> = body["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| format!("{:0>32}", t["traceID"].as_str().unwrap()))
+            .collect();
+        let expected = sql_ids(
+            &server,
+            "SELECT encode(trace_id, 'hex') AS id FROM spans WHERE kind = 2 \
+             GROUP BY trace_id ORDER BY max(start_time_unix_nano) DESC LIMIT 5",
+        )
+        .await;
+        assert_eq!(newest, expected);
+
         // minDuration / maxDuration bound the trace duration.
         let long = sql_ids(&server, &with_trace("t.t_dur >= 500000000 AND {}.kind = 2")).await;
         assert!(!long.is_empty());
