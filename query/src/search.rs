@@ -202,6 +202,23 @@ impl QueryEngine {
         self.run(async move { search(ctx, plan, request).await })
             .await
     }
+
+    /// The physical plan of a search's first phase (the scan that finds candidate traces), as
+    /// DataFusion prints it: it shows the filters pushed into the Parquet scan and the files
+    /// left after partition pruning.
+    pub async fn search_plan(&self, tenant: &str, request: SearchRequest) -> Result<String> {
+        let plan = SearchPlan::new(&request.query)?;
+        let ctx = self.context(tenant)?;
+        self.run(async move {
+            let df = candidates_frame(&ctx, &plan, &request).await?;
+            let physical = df.create_physical_plan().await?;
+            let text = datafusion::physical_plan::displayable(physical.as_ref())
+                .indent(true)
+                .to_string();
+            Ok(text)
+        })
+        .await
+    }
 }
 
 /// What a query needs, prepared once.
@@ -328,12 +345,12 @@ fn formula(e: &SpansetExpr, next: &mut usize, leaf: &dyn Fn(usize) -> Expr) -> E
 
 const LAST_START: &str = "__tl_last_start";
 
-/// Phase 1: ids of traces that may match, newest first.
-async fn candidates(
+/// Phase 1's plan: ids of traces that may match, newest first.
+async fn candidates_frame(
     ctx: &SessionContext,
     plan: &SearchPlan,
     req: &SearchRequest,
-) -> Result<Vec<[u8; 16]>> {
+) -> Result<DataFrame> {
     let window = time_filter(req.start_unix_nano, req.end_unix_nano);
     let any_all = plan.prune.iter().any(Option::is_none);
     let filter = if any_all {
@@ -388,6 +405,16 @@ async fn candidates(
             ])?
             .select(vec![col(columns::TRACE_ID)])?
     };
+    Ok(df)
+}
+
+/// Phase 1: ids of traces that may match, newest first.
+async fn candidates(
+    ctx: &SessionContext,
+    plan: &SearchPlan,
+    req: &SearchRequest,
+) -> Result<Vec<[u8; 16]>> {
+    let df = candidates_frame(ctx, plan, req).await?;
     let mut out = Vec::new();
     for batch in df.collect().await? {
         let ids = batch.column(0).as_binary::<i32>();
