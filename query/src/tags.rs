@@ -11,6 +11,11 @@
 //! window is applied to the `date`/`hour` partition columns only, so it prunes whole Delta
 //! partitions and its granularity is one hour.
 //!
+//! An optional span filter (a TraceQL spanset filter compiled by
+//! [`crate::search::span_filter`]) is applied as a `WHERE` on the spans scan, before the
+//! attributes are read: only the names and values of the spans it matches are listed. For event
+//! and link scopes the filter selects the spans whose events or links are read.
+//!
 //! Event and link attributes live in lists of structs: they are unnested first. Resource
 //! attributes that have a dedicated string column (`service.name`, `k8s.pod.name`, ...) read that
 //! small column instead of the attribute map; those columns copy string values only, so a
@@ -102,13 +107,16 @@ const K: &str = "__tag";
 const E: &str = "__element";
 
 impl QueryEngine {
-    /// The distinct attribute keys of `scope` among the spans of `range`, at most `limit`.
-    /// [`AttributeScope::Unscoped`] lists span and resource keys together (each once).
+    /// The distinct attribute keys of `scope` among the spans of `range` that `filter` (a
+    /// per-span predicate over the `spans` table, e.g. from [`crate::search::span_filter`])
+    /// keeps, at most `limit`. [`AttributeScope::Unscoped`] lists span and resource keys
+    /// together (each once).
     pub async fn tag_names(
         &self,
         tenant: &str,
         scope: AttributeScope,
         range: TimeRange,
+        filter: Option<Expr>,
         limit: usize,
     ) -> Result<TagList<String>> {
         let ctx = self.context(tenant)?;
@@ -119,7 +127,7 @@ impl QueryEngine {
             };
             let mut names = BTreeSet::new();
             for scope in scopes {
-                let df = attribute_maps(&ctx, scope, range).await?;
+                let df = attribute_maps(&ctx, scope, range, filter.clone()).await?;
                 let df = df
                     .select(vec![map_keys(col(K)).alias(K)])?
                     .unnest_columns(&[K])?
@@ -140,7 +148,9 @@ impl QueryEngine {
         .await
     }
 
-    /// The distinct values of `field` among the spans of `range`, at most `limit`.
+    /// The distinct values of `field` among the spans of `range` that `filter` (a per-span
+    /// predicate over the `spans` table, e.g. from [`crate::search::span_filter`]) keeps, at
+    /// most `limit`.
     ///
     /// Attributes give their scalar values (string, int, double, bool; arrays, kvlists and
     /// bytes are not listed); unscoped attributes look in the span and resource scopes. String
@@ -153,6 +163,7 @@ impl QueryEngine {
         tenant: &str,
         field: Field,
         range: TimeRange,
+        filter: Option<Expr>,
         limit: usize,
     ) -> Result<TagList<TagValue>> {
         let ctx = self.context(tenant)?;
@@ -172,14 +183,14 @@ impl QueryEngine {
                             scope == AttributeScope::Resource && *key == attr.name
                         });
                         if let Some((_, column)) = dedicated {
-                            let df = windowed(&ctx, range)
+                            let df = windowed(&ctx, range, filter.clone())
                                 .await?
                                 .select(vec![col(*column).alias(K)])?;
                             collect_strings(df, fetch, &mut values).await?;
                             continue;
                         }
                         let value = get_field(col(K), attr.name.as_str());
-                        let df = attribute_maps(&ctx, scope, range)
+                        let df = attribute_maps(&ctx, scope, range, filter.clone())
                             .await?
                             .select(vec![
                                 get_field(value.clone(), columns::attr_value::TYPE).alias("t"),
@@ -210,7 +221,7 @@ impl QueryEngine {
                     }
                 }
                 Field::Intrinsic(intrinsic) => {
-                    let Some(df) = intrinsic_strings(&ctx, intrinsic, range).await? else {
+                    let Some(df) = intrinsic_strings(&ctx, intrinsic, range, filter).await? else {
                         return Ok(TagList {
                             items: Vec::new(),
                             truncated: false,
@@ -233,9 +244,17 @@ fn truncate<T: Ord>(set: BTreeSet<T>, limit: usize) -> TagList<T> {
     }
 }
 
-/// The spans table restricted to the partitions of `range`.
-async fn windowed(ctx: &SessionContext, range: TimeRange) -> Result<DataFrame> {
-    Ok(ctx.table("spans").await?.filter(window_filter(range))?)
+/// The spans table restricted to the partitions of `range` and to the spans `filter` keeps.
+async fn windowed(
+    ctx: &SessionContext,
+    range: TimeRange,
+    filter: Option<Expr>,
+) -> Result<DataFrame> {
+    let spans = ctx.table("spans").await?.filter(window_filter(range))?;
+    Ok(match filter {
+        Some(filter) => spans.filter(filter)?,
+        None => spans,
+    })
 }
 
 /// `date`/`hour` bounds of `range`, inclusive: prunes Delta partitions, hour granularity.
@@ -259,8 +278,9 @@ async fn attribute_maps(
     ctx: &SessionContext,
     scope: AttributeScope,
     range: TimeRange,
+    filter: Option<Expr>,
 ) -> Result<DataFrame> {
-    let spans = windowed(ctx, range).await?;
+    let spans = windowed(ctx, range, filter).await?;
     let map_column = match scope {
         AttributeScope::Span => columns::SPAN_ATTRIBUTES,
         AttributeScope::Resource => columns::RESOURCE_ATTRIBUTES,
@@ -291,8 +311,9 @@ async fn intrinsic_strings(
     ctx: &SessionContext,
     intrinsic: Intrinsic,
     range: TimeRange,
+    filter: Option<Expr>,
 ) -> Result<Option<DataFrame>> {
-    let spans = windowed(ctx, range).await?;
+    let spans = windowed(ctx, range, filter).await?;
     let roots = || col(columns::PARENT_SPAN_ID).is_null();
     let df = match intrinsic {
         Intrinsic::SpanName => spans.select(vec![col(columns::NAME).alias(K)])?,
@@ -526,7 +547,7 @@ mod tests {
         )
         .await;
 
-        let names = |scope, range| engine.tag_names("default", scope, range, 100);
+        let names = |scope, range| engine.tag_names("default", scope, range, None, 100);
         let span_names = names(AttributeScope::Span, hours(0, 26)).await.unwrap();
         assert_eq!(span_names.items, ["k.next", "k.two", "k.zero"]);
         assert!(!span_names.truncated);
@@ -558,7 +579,7 @@ mod tests {
             ["k.zero", "service.name"]
         );
         let limited = engine
-            .tag_names("default", AttributeScope::Span, hours(0, 26), 2)
+            .tag_names("default", AttributeScope::Span, hours(0, 26), None, 2)
             .await
             .unwrap();
         assert_eq!(limited.items.len(), 2);
@@ -566,7 +587,7 @@ mod tests {
 
         // The window reaches the Delta scan: only the files of its partitions are read.
         let ctx = engine.context("default").unwrap();
-        let plan = attribute_maps(&ctx, AttributeScope::Span, hours(0, 1))
+        let plan = attribute_maps(&ctx, AttributeScope::Span, hours(0, 1), None)
             .await
             .unwrap()
             .explain(false, false)
@@ -587,7 +608,7 @@ mod tests {
         assert!(!text.contains("hour=02"), "hour 02 was not pruned:\n{text}");
 
         // Values, typed, from maps, the dedicated column and intrinsic columns.
-        let values = |field, range| engine.tag_values("default", field, range, 100);
+        let values = |field, range| engine.tag_values("default", field, range, None, 100);
         assert_eq!(
             typed(
                 values(attr(AttributeScope::Span, "k.two"), hours(0, 26))
@@ -655,11 +676,62 @@ mod tests {
                 "default",
                 Field::Intrinsic(Intrinsic::SpanName),
                 hours(0, 26),
+                None,
                 3,
             )
             .await
             .unwrap();
         assert_eq!(limited.items.len(), 3);
         assert!(limited.truncated);
+
+        // A span filter narrows names and values to the spans it matches.
+        let filter = |q: &str| Some(crate::search::span_filter(q).expect("a complete filter"));
+        let filtered = engine
+            .tag_names(
+                "default",
+                AttributeScope::Span,
+                hours(0, 26),
+                filter(r#"{ resource.service.name = "svc-zero" }"#),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(filtered.items, ["k.zero"]);
+        let filtered = engine
+            .tag_values(
+                "default",
+                attr(AttributeScope::Span, "k.two"),
+                hours(0, 26),
+                filter("{ span.k.two = true }"),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(typed(filtered), [("bool", "true".into())]);
+        let filtered = engine
+            .tag_values(
+                "default",
+                attr(AttributeScope::Resource, "service.name"),
+                hours(0, 26),
+                filter(r#"{ name = "op-4-1" }"#),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(typed(filtered), [("string", "svc-next".into())]);
+        let filtered = engine
+            .tag_values(
+                "default",
+                Field::Intrinsic(Intrinsic::SpanName),
+                hours(0, 26),
+                filter(r#"{ resource.service.name = "svc-zero" }"#),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            typed(filtered),
+            [("string", "op-1-0".into()), ("string", "op-1-1".into())]
+        );
     }
 }

@@ -7,6 +7,7 @@ mod delta_readers;
 mod durability;
 mod errors;
 mod jaeger;
+mod openapi;
 mod otlp;
 mod s3;
 mod sampling;

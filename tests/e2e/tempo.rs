@@ -569,9 +569,76 @@ async fn tags_and_values_match_sql_and_what_was_sent() {
         assert_eq!(acme_services, pairs("string", &["acme-only-svc"]));
         assert!(values("span.acme.secret").await.is_empty());
 
-        // q is accepted and, for now, ignored: an incomplete query gives the unfiltered list.
+        // q narrows values (and names) to the spans it matches, as SQL does.
+        let cart_routes = sql_set(
+            &server,
+            "default",
+            "SELECT DISTINCT span_attributes['http.route']['str'] AS v FROM spans \
+             WHERE service_name = 'cart' AND span_attributes['http.route']['type'] = 1",
+        )
+        .await;
+        assert!(!cart_routes.is_empty(), "loadgen sends cart routes");
+        let cart_q = "%7B%20resource.service.name%20%3D%20%22cart%22%20%7D";
+        let got = json(
+            &server,
+            &format!("/api/v2/search/tag/span.http.route/values?q={cart_q}"),
+            "default",
+        )
+        .await;
+        assert_eq!(typed(&got), of_type("string", &cart_routes));
+        let all_routes = values("span.http.route").await;
+        assert!(
+            all_routes.len() > cart_routes.len(),
+            "the filter must narrow: {all_routes:?}"
+        );
+        let got = json(
+            &server,
+            &format!("/api/search/tag/http.route/values?q={cart_q}"),
+            "default",
+        )
+        .await;
+        assert_eq!(
+            strings(&got["tagValues"])
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+            cart_routes
+        );
+        let got = json(
+            &server,
+            &format!("/api/v2/search/tag/resource.service.name/values?q={cart_q}"),
+            "default",
+        )
+        .await;
+        assert_eq!(typed(&got), pairs("string", &["cart"]));
+        let cart_keys = sql_set(
+            &server,
+            "default",
+            "SELECT DISTINCT unnest(map_keys(span_attributes)) AS v FROM spans \
+             WHERE service_name = 'cart'",
+        )
+        .await;
+        let got = json(
+            &server,
+            &format!("/api/v2/search/tags?scope=span&q={cart_q}"),
+            "default",
+        )
+        .await;
+        assert_eq!(
+            scope_tags(&got, "span")
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+            cart_keys
+        );
+
+        // An incomplete, unparseable or multi-span q gives the unfiltered list.
         let unfiltered = values("resource.service.name").await;
-        for q in ["%7B%20resource.cluster%20%3D%20%7D", "%7B", "garbage"] {
+        for q in [
+            "%7B%20resource.cluster%20%3D%20%7D",
+            "%7B",
+            "garbage",
+            "%7B%20%7D",
+            "%7B%20.a%20%3D%201%20%7D%20%3E%3E%20%7B%20.b%20%3D%202%20%7D",
+        ] {
             let got = json(
                 &server,
                 &format!("/api/v2/search/tag/resource.service.name/values?q={q}"),

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::openapi::ErrorBody;
+
 /// An error answered to an HTTP client.
 #[derive(Debug)]
 pub enum ApiError {
@@ -45,6 +47,6 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        (status, Json(ErrorBody { error: message })).into_response()
     }
 }

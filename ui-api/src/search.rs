@@ -8,20 +8,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
 use tracelake_query::search::{
     tags_to_traceql, MatchedSpanset, SearchRequest, SearchResponse, TraceMatch, Value, MAX_LIMIT,
 };
 use tracelake_query::traceql;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// The routes of this module, merged into the `--http-addr` router.
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/api/search", get(search))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(search))
 }
 
 /// What Tempo shows for a trace whose root span is not stored.
@@ -31,16 +34,33 @@ const DEFAULT_LIMIT: usize = 20;
 const DEFAULT_SPSS: usize = 3;
 const DEFAULT_WINDOW_SECS: u64 = 24 * 3600;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SearchParams {
+    /// A TraceQL query; takes precedence over `tags`. Neither: every trace (`{ }`).
+    #[param(example = r#"{ resource.service.name = "cart" && status = error }"#)]
     q: Option<String>,
+    /// Legacy logfmt tags, each a condition on span or resource attributes (`name` and
+    /// `status` are the intrinsics).
+    #[param(example = "service.name=cart http.response.status_code=500")]
     tags: Option<String>,
+    /// Smallest trace duration, e.g. `100ms`.
+    #[param(example = "100ms")]
     min_duration: Option<String>,
+    /// Largest trace duration, e.g. `5s`.
     max_duration: Option<String>,
+    /// Most traces returned (default 20).
+    #[param(value_type = Option<u32>, example = 20)]
     limit: Option<String>,
+    /// Start of the window, unix seconds (default: 24 hours before `end`).
+    #[param(value_type = Option<u64>, example = 1714564800)]
     start: Option<String>,
+    /// End of the window, unix seconds (default: now).
+    #[param(value_type = Option<u64>, example = 1714568400)]
     end: Option<String>,
+    /// Spans listed per spanset (default 3).
+    #[param(value_type = Option<u32>, example = 3)]
     spss: Option<String>,
 }
 
@@ -112,6 +132,31 @@ impl SearchParams {
     }
 }
 
+/// `GET /api/search`.
+#[utoipa::path(
+    get,
+    path = "/api/search",
+    tag = "tempo",
+    summary = "Search traces with TraceQL or logfmt tags (Tempo)",
+    params(SearchParams, TenantHeader),
+    responses(
+        (status = 200, description = "Matching traces, each with its root span's service and name, start, duration and matching spansets", body = Object, content_type = "application/json",
+         example = json!({
+            "traces": [{
+                "traceID": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "rootServiceName": "frontend",
+                "rootTraceName": "GET /checkout",
+                "startTimeUnixNano": "1714564800000000000",
+                "durationMs": 120,
+                "spanSet": {"spans": [{"spanID": "00f067aa0ba902b7", "name": "GET /cart", "startTimeUnixNano": "1714564800010000000", "durationNanos": "35000000", "attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}], "matched": 1},
+                "spanSets": [{"spans": [{"spanID": "00f067aa0ba902b7", "name": "GET /cart", "startTimeUnixNano": "1714564800010000000", "durationNanos": "35000000", "attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}], "matched": 1}]
+            }],
+            "metrics": {"inspectedTraces": 1, "inspectedSpans": "12", "inspectedBytes": "0", "candidateTraces": 1, "completedJobs": 1, "totalJobs": 1}
+         })),
+        (status = 400, description = "Invalid TraceQL (the message names the line, column and what was expected) or parameter", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 async fn search(
     State(state): State<ApiState>,
     Query(params): Query<SearchParams>,

@@ -5,11 +5,13 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// Output format of `/api/sql`.
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Format {
     /// A JSON array of row objects.
@@ -21,12 +23,44 @@ pub(crate) enum Format {
     Arrow,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SqlParams {
+    /// `json` (an array of row objects, the default), `csv` (with a header row) or `arrow`
+    /// (an Arrow IPC stream).
     #[serde(default)]
+    #[param(inline)]
     format: Format,
 }
 
+/// `POST /api/sql`.
+#[utoipa::path(
+    post,
+    path = "/api/sql",
+    tag = "sql",
+    summary = "Read-only SQL over the tenant's spans",
+    description = "The body is one read-only SQL statement over the `spans` table (DataFusion \
+                   SQL). Results are capped by the configured row limit; the \
+                   `X-Tracelake-Truncated` header says whether rows were left out.",
+    params(SqlParams, TenantHeader),
+    request_body(
+        content = String,
+        content_type = "text/plain",
+        description = "One read-only SQL statement",
+        example = "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name"
+    ),
+    responses(
+        (status = 200, description = "The result rows in the requested format",
+         headers(("X-Tracelake-Truncated" = String, description = "`true` when the row limit cut the result, else `false`")),
+         content(
+            (Vec<Object> = "application/json", example = json!([{"service_name": "cart", "spans": 1234}])),
+            (String = "text/csv", example = "service_name,spans\ncart,1234\n"),
+            (Vec<u8> = "application/vnd.apache.arrow.stream")
+         )),
+        (status = 400, description = "Not one read-only statement, or a SQL error; the message says which", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 pub(crate) async fn sql(
     State(state): State<ApiState>,
     Query(params): Query<SqlParams>,

@@ -6,13 +6,20 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 use serde::Deserialize;
 use tracelake_query::{parse_trace_id, TimeRange};
+use utoipa::IntoParams;
 
+use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// Optional window, unix seconds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WindowParams {
+    /// Start of the window, unix seconds (inclusive). With `end`, narrows the partitions read.
+    #[param(example = 1714564800)]
     start: Option<u64>,
+    /// End of the window, unix seconds (inclusive).
+    #[param(example = 1714568400)]
     end: Option<u64>,
 }
 
@@ -44,6 +51,30 @@ pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/protobuf") || v.contains("application/x-protobuf"))
 }
 
+/// `GET /api/traces/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/traces/{id}",
+    tag = "tempo",
+    summary = "Trace by id (Tempo v1)",
+    description = "Every span of the trace. JSON (OTLP/JSON `ResourceSpans` under `batches`) by \
+                   default; OTLP `TracesData` protobuf with `Accept: application/protobuf`.",
+    params(
+        ("id" = String, Path, description = "Trace id in hex, up to 32 digits (leading zeros may be left out)", example = "4bf92f3577b34da6a3ce929d0e0e4736"),
+        WindowParams,
+        TenantHeader,
+        ("Accept" = Option<String>, Header, description = "`application/protobuf` for protobuf, else JSON"),
+    ),
+    responses(
+        (status = 200, description = "The trace", content(
+            (Object = "application/json", example = json!({"batches": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]})),
+            (Vec<u8> = "application/protobuf")
+        )),
+        (status = 400, description = "Malformed trace id or window", body = ErrorBody),
+        (status = 404, description = "No span of this trace is stored", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 pub(crate) async fn trace_by_id_v1(
     State(state): State<ApiState>,
     Path(id): Path<String>,

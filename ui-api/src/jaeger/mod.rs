@@ -19,25 +19,36 @@
 //! the envelope's `errors: [{code, msg}]`, v3 as `{"error": {"httpCode", "message"}}`. Every
 //! endpoint reads the tenant from `X-Scope-OrgID`. v1 times are unix microseconds (search) or
 //! milliseconds (dependencies), v3 times RFC 3339; durations are Go durations (`1.5s`, `1h30m`).
-//! The OTLP -> Jaeger mapping is described in `model`.
+//! The OTLP -> Jaeger mapping is described in `model`. The listener's OpenAPI 3 document is
+//! at `GET /api/openapi.json` ([`openapi`]); see the crate's `openapi` module for why it is
+//! separate from `--http-addr`'s.
 
+mod doc;
 mod model;
 mod params;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
 use tracelake_query::jaeger::{JaegerSearch, SPAN_KINDS};
 use tracelake_query::{parse_trace_id, TimeRange};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use self::doc::{
+    JaegerApiDoc, V1Envelope, V1ErrorItem, V1ServerErrors, V3ErrorBody, V3ErrorDetail,
+    V3ServerErrors,
+};
+use crate::openapi::TenantHeader;
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// Default number of traces a search returns.
@@ -52,22 +63,32 @@ const DEFAULT_DEPENDENCY_LOOKBACK_MS: u64 = 86_400_000;
 /// of a trace that started just before (or ended just after) the window come along.
 const FETCH_SLACK_NANOS: u64 = 3_600 * 1_000_000_000;
 
+/// Every route on `--jaeger-addr`, each with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(JaegerApiDoc::openapi())
+        .routes(routes!(services))
+        .routes(routes!(service_operations))
+        .routes(routes!(operations))
+        .routes(routes!(search))
+        .routes(routes!(trace_by_id))
+        .routes(routes!(dependencies))
+        .routes(routes!(v3_services))
+        .routes(routes!(v3_operations))
+        .routes(routes!(v3_search))
+        .routes(routes!(v3_trace_by_id))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI 3 document of every endpoint on `--jaeger-addr`, as served at
+/// `GET /api/openapi.json` there.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
 /// The router of every endpoint on `--jaeger-addr`.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/services", get(services))
-        .route(
-            "/api/services/{service}/operations",
-            get(service_operations),
-        )
-        .route("/api/operations", get(operations))
-        .route("/api/traces", get(search))
-        .route("/api/traces/{id}", get(trace_by_id))
-        .route("/api/dependencies", get(dependencies))
-        .route("/api/v3/services", get(v3_services))
-        .route("/api/v3/operations", get(v3_operations))
-        .route("/api/v3/traces", get(v3_search))
-        .route("/api/v3/traces/{trace_id}", get(v3_trace_by_id))
+    let (router, _) = routes().split_for_parts();
+    router
         .with_state(state)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req
@@ -123,8 +144,12 @@ impl<E: Into<ApiError>> From<E> for V1Error {
 impl IntoResponse for V1Error {
     fn into_response(self) -> Response {
         let (status, msg) = status_and_message(self.0);
-        let errors = json!([{ "code": status.as_u16(), "msg": msg }]);
-        (status, Json(envelope(Value::Null, 0, errors))).into_response()
+        let errors = vec![V1ErrorItem {
+            code: status.as_u16(),
+            msg,
+            trace_id: None,
+        }];
+        (status, Json(envelope(Value::Null, 0, Some(errors)))).into_response()
     }
 }
 
@@ -140,7 +165,12 @@ impl<E: Into<ApiError>> From<E> for V3Error {
 impl IntoResponse for V3Error {
     fn into_response(self) -> Response {
         let (status, message) = status_and_message(self.0);
-        let body = json!({ "error": { "httpCode": status.as_u16(), "message": message } });
+        let body = V3ErrorBody {
+            error: V3ErrorDetail {
+                http_code: status.as_u16(),
+                message,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -154,8 +184,14 @@ fn query_rejection(e: QueryRejection) -> ApiError {
 }
 
 /// Jaeger's `structuredResponse`.
-fn envelope(data: Value, total: usize, errors: Value) -> Value {
-    json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": errors })
+fn envelope(data: Value, total: usize, errors: Option<Vec<V1ErrorItem>>) -> V1Envelope {
+    V1Envelope {
+        data,
+        total,
+        limit: 0,
+        offset: 0,
+        errors,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,21 +424,48 @@ async fn fetch_otlp(
 // ---------------------------------------------------------------------------------------------
 // v1
 
+#[utoipa::path(
+    get,
+    path = "/api/services",
+    tag = "jaeger-v1",
+    summary = "Service names",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "The service names, sorted", body = V1Envelope,
+         example = json!({"data": ["cart", "checkout", "frontend"], "total": 3, "limit": 0, "offset": 0, "errors": null})),
+        V1ServerErrors,
+    )
+)]
 async fn services(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, V1Error> {
+) -> Result<Json<V1Envelope>, V1Error> {
     let tenant = tenant_from_headers(&headers);
     let services = state.engine.jaeger_services(&tenant).await?;
     let total = services.len();
-    Ok(Json(envelope(json!(services), total, Value::Null)))
+    Ok(Json(envelope(json!(services), total, None)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/services/{service}/operations",
+    tag = "jaeger-v1",
+    summary = "Operation names of a service",
+    params(
+        ("service" = String, Path, description = "The service name", example = "cart"),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The span names of the service, sorted", body = V1Envelope,
+         example = json!({"data": ["GET /cart", "POST /cart/items"], "total": 2, "limit": 0, "offset": 0, "errors": null})),
+        V1ServerErrors,
+    )
+)]
 async fn service_operations(
     State(state): State<ApiState>,
     Path(service): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, V1Error> {
+) -> Result<Json<V1Envelope>, V1Error> {
     let tenant = tenant_from_headers(&headers);
     let operations = state
         .engine
@@ -411,14 +474,31 @@ async fn service_operations(
     let mut names: Vec<String> = operations.into_iter().map(|(name, _)| name).collect();
     names.dedup();
     let total = names.len();
-    Ok(Json(envelope(json!(names), total, Value::Null)))
+    Ok(Json(envelope(json!(names), total, None)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/operations",
+    tag = "jaeger-v1",
+    summary = "Operations of a service, with span kinds",
+    params(
+        ("service" = String, Query, description = "The service name (required)", example = "cart"),
+        ("spanKind" = Option<String>, Query, description = "Only this kind: internal, server, client, producer or consumer", example = "server"),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The operations", body = V1Envelope,
+         example = json!({"data": [{"name": "GET /cart", "spanKind": "server"}], "total": 1, "limit": 0, "offset": 0, "errors": null})),
+        (status = 400, description = "A malformed parameter; the envelope's `errors` names it", body = V1Envelope),
+        V1ServerErrors,
+    )
+)]
 async fn operations(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, V1Error> {
+) -> Result<Json<V1Envelope>, V1Error> {
     let tenant = tenant_from_headers(&headers);
     let params = Params(query.map_err(query_rejection)?.0);
     let service = params
@@ -434,38 +514,66 @@ async fn operations(
         .map(|(name, kind)| json!({ "name": name, "spanKind": model::span_kind_name(kind).unwrap_or("") }))
         .collect();
     let total = data.len();
-    Ok(Json(envelope(json!(data), total, Value::Null)))
+    Ok(Json(envelope(json!(data), total, None)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/traces",
+    tag = "jaeger-v1",
+    summary = "Search traces, or fetch traces by id",
+    description = "With `traceID` (repeatable): those traces, and a 404 entry in `errors` for \
+                   each one not found. Otherwise a search: `service` is required.",
+    params(
+        ("service" = Option<String>, Query, description = "The service (required unless `traceID` is given)", example = "cart"),
+        ("operation" = Option<String>, Query, description = "The span name", example = "GET /cart"),
+        ("tags" = Option<String>, Query, description = "A JSON object of tags every matching trace has on one span", example = r#"{"http.response.status_code":"500"}"#),
+        ("tag" = Option<Vec<String>>, Query, description = "`key:value`, repeatable", example = "error:true"),
+        ("minDuration" = Option<String>, Query, description = "Smallest span duration, Go duration", example = "100ms"),
+        ("maxDuration" = Option<String>, Query, description = "Largest span duration, Go duration", example = "5s"),
+        ("start" = Option<u64>, Query, description = "Start of the window, unix microseconds (default: two days before `end`)", example = 1714564800000000_u64),
+        ("end" = Option<u64>, Query, description = "End of the window, unix microseconds (default: now)", example = 1714568400000000_u64),
+        ("limit" = Option<u32>, Query, description = "Most traces returned (default 100, at most 10000)", example = 20),
+        ("lookback" = Option<String>, Query, description = "Sent by the Jaeger UI; the window comes from `start` and `end`"),
+        ("traceID" = Option<Vec<String>>, Query, description = "Trace ids in hex to fetch instead of searching, repeatable"),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The traces in Jaeger's JSON model", body = V1Envelope,
+         example = json!({"data": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spans": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "00f067aa0ba902b7", "operationName": "GET /cart", "references": [], "startTime": 1714564800000000_u64, "duration": 120000, "tags": [{"key": "span.kind", "type": "string", "value": "server"}], "logs": [], "processID": "p1", "warnings": null}], "processes": {"p1": {"serviceName": "cart", "tags": []}}, "warnings": null}], "total": 0, "limit": 0, "offset": 0, "errors": null})),
+        (status = 400, description = "A malformed parameter; the envelope's `errors` names it", body = V1Envelope),
+        V1ServerErrors,
+    )
+)]
 async fn search(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, V1Error> {
+) -> Result<Json<V1Envelope>, V1Error> {
     let tenant = tenant_from_headers(&headers);
     let params = Params(query.map_err(query_rejection)?.0);
     match parse_v1_search(&params, now_nanos())? {
         V1Search::Ids(ids) => {
             let raw: Vec<Vec<u8>> = ids.iter().map(|(_, id)| id.clone()).collect();
             let traces = fetch_jaeger(&state, &tenant, &raw, None).await?;
-            let errors: Vec<Value> = ids
+            let errors: Vec<V1ErrorItem> = ids
                 .iter()
                 .filter(|(_, id)| !traces.iter().any(|(t, _)| t == id))
-                .map(|(text, _)| json!({ "code": 404, "msg": "trace not found", "traceID": text }))
+                .map(|(text, _)| V1ErrorItem {
+                    code: 404,
+                    msg: "trace not found".into(),
+                    trace_id: Some(text.clone()),
+                })
                 .collect();
             let data: Vec<Value> = traces.into_iter().map(|(_, t)| t).collect();
-            let errors = if errors.is_empty() {
-                Value::Null
-            } else {
-                json!(errors)
-            };
+            let errors = (!errors.is_empty()).then_some(errors);
             Ok(Json(envelope(json!(data), 0, errors)))
         }
         V1Search::Find(search) => {
             let ids = state.engine.jaeger_find_trace_ids(&tenant, &search).await?;
             let traces = fetch_jaeger(&state, &tenant, &ids, Some(widen(search.window))).await?;
             let data: Vec<Value> = traces.into_iter().map(|(_, t)| t).collect();
-            Ok(Json(envelope(json!(data), 0, Value::Null)))
+            Ok(Json(envelope(json!(data), 0, None)))
         }
     }
 }
@@ -488,12 +596,32 @@ fn micros_window(params: &Params) -> Result<Option<TimeRange>, ApiError> {
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/traces/{id}",
+    tag = "jaeger-v1",
+    summary = "Trace by id",
+    params(
+        ("id" = String, Path, description = "Trace id in hex, up to 32 digits", example = "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("start" = Option<u64>, Query, description = "Start of the window read, unix microseconds"),
+        ("end" = Option<u64>, Query, description = "End of the window read, unix microseconds"),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The trace in Jaeger's JSON model", body = V1Envelope,
+         example = json!({"data": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spans": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "00f067aa0ba902b7", "operationName": "GET /cart", "references": [], "startTime": 1714564800000000_u64, "duration": 120000, "tags": [{"key": "span.kind", "type": "string", "value": "server"}], "logs": [], "processID": "p1", "warnings": null}], "processes": {"p1": {"serviceName": "cart", "tags": []}}, "warnings": null}], "total": 0, "limit": 0, "offset": 0, "errors": null})),
+        (status = 404, description = "No span of this trace is stored", body = V1Envelope,
+         example = json!({"data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{"code": 404, "msg": "trace not found"}]})),
+        (status = 400, description = "A malformed parameter; the envelope's `errors` names it", body = V1Envelope),
+        V1ServerErrors,
+    )
+)]
 async fn trace_by_id(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, V1Error> {
+) -> Result<Json<V1Envelope>, V1Error> {
     let tenant = tenant_from_headers(&headers);
     let params = Params(query.map_err(query_rejection)?.0);
     let trace_id = parse_trace_id(&id)?;
@@ -503,14 +631,32 @@ async fn trace_by_id(
         return Err(ApiError::NotFound("trace not found".into()).into());
     }
     let data: Vec<Value> = traces.into_iter().map(|(_, t)| t).collect();
-    Ok(Json(envelope(json!(data), 0, Value::Null)))
+    Ok(Json(envelope(json!(data), 0, None)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/dependencies",
+    tag = "jaeger-v1",
+    summary = "Service dependency links",
+    description = "Parent/child service pairs of spans in the window, with call counts.",
+    params(
+        ("endTs" = Option<u64>, Query, description = "End of the window, unix milliseconds (default: now)", example = 1714568400000_u64),
+        ("lookback" = Option<u64>, Query, description = "Length of the window, milliseconds (default: one day)", example = 3600000),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The links", body = V1Envelope,
+         example = json!({"data": [{"parent": "frontend", "child": "cart", "callCount": 42}], "total": 1, "limit": 0, "offset": 0, "errors": null})),
+        (status = 400, description = "A malformed parameter; the envelope's `errors` names it", body = V1Envelope),
+        V1ServerErrors,
+    )
+)]
 async fn dependencies(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, V1Error> {
+) -> Result<Json<V1Envelope>, V1Error> {
     let tenant = tenant_from_headers(&headers);
     let params = Params(query.map_err(query_rejection)?.0);
     let end_ms = params
@@ -529,12 +675,24 @@ async fn dependencies(
         .map(|d| json!({ "parent": d.parent, "child": d.child, "callCount": d.call_count }))
         .collect();
     let total = data.len();
-    Ok(Json(envelope(json!(data), total, Value::Null)))
+    Ok(Json(envelope(json!(data), total, None)))
 }
 
 // ---------------------------------------------------------------------------------------------
 // api_v3
 
+#[utoipa::path(
+    get,
+    path = "/api/v3/services",
+    tag = "jaeger-v3",
+    summary = "Service names (api_v3)",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "The service names, sorted", body = Object, content_type = "application/json",
+         example = json!({"services": ["cart", "checkout", "frontend"]})),
+        V3ServerErrors,
+    )
+)]
 async fn v3_services(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -544,6 +702,23 @@ async fn v3_services(
     Ok(Json(json!({ "services": services })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v3/operations",
+    tag = "jaeger-v3",
+    summary = "Operations of a service (api_v3)",
+    params(
+        ("service" = String, Query, description = "The service name (required)", example = "cart"),
+        ("spanKind" = Option<String>, Query, description = "Only this kind (also `span_kind`): internal, server, client, producer or consumer", example = "server"),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The operations", body = Object, content_type = "application/json",
+         example = json!({"operations": [{"name": "GET /cart", "spanKind": "server"}]})),
+        (status = 400, description = "A malformed parameter", body = V3ErrorBody),
+        V3ServerErrors,
+    )
+)]
 async fn v3_operations(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -585,6 +760,25 @@ fn no_traces() -> ApiError {
     ApiError::NotFound("No traces found".into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v3/traces/{trace_id}",
+    tag = "jaeger-v3",
+    summary = "Trace by id (api_v3, OTLP/JSON)",
+    params(
+        ("trace_id" = String, Path, description = "Trace id in hex, up to 32 digits", example = "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("startTime" = Option<String>, Query, description = "Start of the window read, RFC 3339 (also `start_time`)", example = "2024-05-01T12:00:00Z"),
+        ("endTime" = Option<String>, Query, description = "End of the window read, RFC 3339 (also `end_time`)", example = "2024-05-01T13:00:00Z"),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The trace as OTLP/JSON resource spans", body = Object, content_type = "application/json",
+         example = json!({"result": {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]}})),
+        (status = 404, description = "No span of this trace is stored", body = V3ErrorBody),
+        (status = 400, description = "A malformed parameter", body = V3ErrorBody),
+        V3ServerErrors,
+    )
+)]
 async fn v3_trace_by_id(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -655,6 +849,31 @@ fn parse_v3_search(params: &Params) -> Result<JaegerSearch, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v3/traces",
+    tag = "jaeger-v3",
+    summary = "Search traces (api_v3, OTLP/JSON)",
+    description = "Every parameter also has a snake_case spelling (`query.service_name`, ...).",
+    params(
+        ("query.serviceName" = Option<String>, Query, description = "The service", example = "cart"),
+        ("query.operationName" = Option<String>, Query, description = "The span name", example = "GET /cart"),
+        ("query.attributes" = Option<String>, Query, description = "A JSON object of attributes one span of each trace has", example = r#"{"http.route":"/cart"}"#),
+        ("query.startTimeMin" = String, Query, description = "Start of the window, RFC 3339 (required)", example = "2024-05-01T12:00:00Z"),
+        ("query.startTimeMax" = String, Query, description = "End of the window, RFC 3339 (required)", example = "2024-05-01T13:00:00Z"),
+        ("query.durationMin" = Option<String>, Query, description = "Smallest span duration, Go duration", example = "10ms"),
+        ("query.durationMax" = Option<String>, Query, description = "Largest span duration, Go duration", example = "5s"),
+        ("query.searchDepth" = Option<u32>, Query, description = "Most traces returned (default 100; also `query.num_traces`)", example = 20),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The traces' spans as OTLP/JSON resource spans", body = Object, content_type = "application/json",
+         example = json!({"result": {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]}})),
+        (status = 404, description = "No trace matched", body = V3ErrorBody),
+        (status = 400, description = "A malformed parameter", body = V3ErrorBody),
+        V3ServerErrors,
+    )
+)]
 async fn v3_search(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -668,6 +887,24 @@ async fn v3_search(
         .await?
         .ok_or_else(no_traces)?;
     Ok(Json(json!({ "result": { "resourceSpans": spans } })))
+}
+
+/// `GET /api/openapi.json`: this listener's OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "ops",
+    summary = "This OpenAPI 3 document",
+    responses((
+        status = 200,
+        description = "The OpenAPI 3 document of every endpoint on `--jaeger-addr`",
+        body = Object,
+        content_type = "application/json"
+    ))
+)]
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    Json(DOCUMENT.get_or_init(openapi))
 }
 
 #[cfg(test)]
@@ -688,6 +925,33 @@ mod tests {
             ApiError::BadRequest(m) => m,
             other => panic!("expected a bad request, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn envelopes_and_errors_keep_jaegers_shape() {
+        let ok = serde_json::to_value(envelope(json!(["a"]), 1, None)).unwrap();
+        assert_eq!(
+            ok,
+            json!({"data": ["a"], "total": 1, "limit": 0, "offset": 0, "errors": null})
+        );
+        let missing = V1ErrorItem {
+            code: 404,
+            msg: "trace not found".into(),
+            trace_id: Some("ab".into()),
+        };
+        let err = serde_json::to_value(envelope(json!([]), 0, Some(vec![missing]))).unwrap();
+        assert_eq!(
+            err["errors"],
+            json!([{"code": 404, "msg": "trace not found", "traceID": "ab"}])
+        );
+        let v3 = serde_json::to_value(V3ErrorBody {
+            error: V3ErrorDetail {
+                http_code: 400,
+                message: "m".into(),
+            },
+        })
+        .unwrap();
+        assert_eq!(v3, json!({"error": {"httpCode": 400, "message": "m"}}));
     }
 
     #[test]

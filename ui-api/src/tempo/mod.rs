@@ -14,39 +14,54 @@ mod tag_name;
 mod tags;
 mod trace_v2;
 
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::ApiState;
 
 /// The routes of this module, merged into the `--http-addr` router.
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v2/traces/{id}", get(trace_v2::trace_by_id_v2))
-        .route("/api/search/tags", get(tags::tags_v1))
-        .route("/api/v2/search/tags", get(tags::tags_v2))
-        .route("/api/search/tag/{tag}/values", get(tags::tag_values_v1))
-        .route("/api/v2/search/tag/{tag}/values", get(tags::tag_values_v2))
-        .route("/api/status/buildinfo", get(build_info))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(trace_v2::trace_by_id_v2))
+        .routes(routes!(tags::tags_v1))
+        .routes(routes!(tags::tags_v2))
+        .routes(routes!(tags::tag_values_v1))
+        .routes(routes!(tags::tag_values_v2))
+        .routes(routes!(build_info))
 }
 
 /// Tempo's build information shape (Prometheus `common/version` fields, camelCase).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct BuildInfo {
+    /// tracelake's version.
+    #[schema(example = "0.1.0")]
     version: &'static str,
+    /// The commit built, or `unknown`.
     revision: &'static str,
+    /// The branch built, or `unknown`.
     branch: &'static str,
+    /// Who built it, or `unknown`.
     build_user: &'static str,
+    /// When it was built, or `unknown`.
     build_date: &'static str,
     /// Tempo reports its Go version here; tracelake is not written in Go.
+    #[schema(example = "none (rust)")]
     go_version: &'static str,
 }
 
 /// `GET /api/status/buildinfo`. Revision, branch, user and date come from the
 /// `TRACELAKE_BUILD_REVISION`, `_BRANCH`, `_USER` and `_DATE` environment variables at compile
 /// time, when set.
+#[utoipa::path(
+    get,
+    path = "/api/status/buildinfo",
+    tag = "tempo",
+    summary = "Build information (Tempo's shape)",
+    responses((status = 200, description = "Version and build details", body = BuildInfo))
+)]
 async fn build_info() -> axum::Json<BuildInfo> {
     axum::Json(BuildInfo {
         version: env!("CARGO_PKG_VERSION"),

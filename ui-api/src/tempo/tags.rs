@@ -17,12 +17,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
+use datafusion::logical_expr::Expr;
 use serde::{Deserialize, Serialize};
 use tracelake_query::tags::{TagList, TagValue, LISTABLE_SCOPES};
 use tracelake_query::traceql::{Attribute, AttributeScope, Field, Intrinsic};
 use tracelake_query::TimeRange;
 
+use utoipa::{IntoParams, ToSchema};
+
 use super::tag_name::{decode_until_stable, parse_v2};
+use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
 use crate::traces::WindowParams;
 use crate::{tenant_from_headers, ApiError, ApiState};
 
@@ -63,10 +67,20 @@ const INTRINSIC_TAGS: [&str; 22] = [
     "traceDuration",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TagParams {
+    /// `resource`, `span`, `intrinsic`, `event`, `link`, `instrumentation`, or `all`
+    /// (resource, span and intrinsic). Ignored by the tag values endpoints.
+    #[param(example = "span")]
     scope: Option<String>,
+    /// Most names per scope, or most values (default and ceiling 5000).
+    #[param(example = 5000)]
     limit: Option<usize>,
+    /// A TraceQL spanset filter: only the spans it matches are looked at. An incomplete or
+    /// unparseable query, or one that needs more than one span (structural operators,
+    /// pipelines, trace-level intrinsics), gives the unfiltered list.
+    #[param(example = r#"{ resource.service.name = "cart" }"#)]
     q: Option<String>,
 }
 
@@ -79,22 +93,16 @@ impl TagParams {
     }
 }
 
-/// The span filter a tag request's `q` selects.
-///
-/// FOLLOW-UP (issue 4, "filtered tag values"): compile `q` with `tracelake_query::traceql` into
-/// a span filter and pass it to `QueryEngine::tag_names`/`tag_values`. Until then `q` is
-/// ignored entirely and every request answers the unfiltered list. Whatever is wired in here,
-/// an incomplete or unparseable `q` (Grafana sends `{ resource.cluster = }` while the user
-/// types) must keep giving the unfiltered list, never an error, as Tempo does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SpanFilter {
-    /// Every span in the window.
-    All,
-}
-
-fn span_filter_from_q(q: Option<&str>) -> SpanFilter {
-    let _ignored_until_follow_up = q;
-    SpanFilter::All
+/// The span filter a tag request's `q` selects: the condition of a complete single-spanset
+/// query (`{ resource.service.name = "cart" }`), applied to the spans scan, so only the names
+/// and values of matching spans are listed. An empty, incomplete or unparseable `q` (Grafana
+/// sends `{ resource.cluster = }` while the user types), or one that needs more than a span's
+/// own row (structural operators, pipelines, trace-level intrinsics), gives `None`: the
+/// unfiltered list, never an error, as Tempo does.
+fn span_filter_from_q(q: Option<&str>) -> Option<Expr> {
+    q.map(str::trim)
+        .filter(|q| !q.is_empty())
+        .and_then(tracelake_query::search::span_filter)
 }
 
 /// A scope of the tags endpoints.
@@ -167,35 +175,55 @@ async fn names_by_scope(
     tenant: &str,
     scopes: &[Scope],
     range: TimeRange,
+    filter: Option<Expr>,
     limit: usize,
 ) -> Result<Vec<(Scope, Vec<String>)>, ApiError> {
-    let lookups = scopes.iter().map(|&scope| async move {
-        let names = match scope {
-            Scope::Intrinsic => INTRINSIC_TAGS
-                .iter()
-                .take(limit)
-                .map(|s| s.to_string())
-                .collect(),
-            Scope::Attributes(attributes) => {
-                let TagList { items, .. } = state
-                    .engine
-                    .tag_names(tenant, attributes, range, limit)
-                    .await?;
-                items
-            }
-        };
-        Ok::<_, ApiError>((scope, names))
+    let lookups = scopes.iter().map(|&scope| {
+        let filter = filter.clone();
+        async move {
+            let names = match scope {
+                Scope::Intrinsic => INTRINSIC_TAGS
+                    .iter()
+                    .take(limit)
+                    .map(|s| s.to_string())
+                    .collect(),
+                Scope::Attributes(attributes) => {
+                    let TagList { items, .. } = state
+                        .engine
+                        .tag_names(tenant, attributes, range, filter, limit)
+                        .await?;
+                    items
+                }
+            };
+            Ok::<_, ApiError>((scope, names))
+        }
     });
     futures::future::try_join_all(lookups).await
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TagNamesV1 {
+    /// Attribute keys, sorted, each once.
+    #[schema(example = json!(["http.route", "service.name"]))]
     tag_names: Vec<String>,
 }
 
 /// `GET /api/search/tags`: the names of the span and resource scopes (or of `scope`), merged.
+#[utoipa::path(
+    get,
+    path = "/api/search/tags",
+    tag = "tempo",
+    summary = "Attribute names (Tempo v1)",
+    description = "The span and resource attribute keys (or those of `scope`) seen in the window \
+                   (default: the last 24 hours), merged and sorted.",
+    params(TagParams, WindowParams, TenantHeader),
+    responses(
+        (status = 200, description = "The names", body = TagNamesV1),
+        (status = 400, description = "Invalid scope or window", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 pub(crate) async fn tags_v1(
     State(state): State<ApiState>,
     Query(window_params): Query<WindowParams>,
@@ -208,26 +236,46 @@ pub(crate) async fn tags_v1(
         &[Scope::Attributes(AttributeScope::Unscoped)],
     )?;
     let range = window(&window_params)?;
-    let _filter = span_filter_from_q(params.q.as_deref());
-    let by_scope = names_by_scope(&state, &tenant, &scopes, range, params.limit()).await?;
+    let filter = span_filter_from_q(params.q.as_deref());
+    let by_scope = names_by_scope(&state, &tenant, &scopes, range, filter, params.limit()).await?;
     let mut tag_names: Vec<String> = by_scope.into_iter().flat_map(|(_, n)| n).collect();
     tag_names.sort();
     tag_names.dedup();
     Ok(Json(TagNamesV1 { tag_names }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TagScopeV2 {
+    /// The scope: `resource`, `span`, `intrinsic`, `event`, `link` or `instrumentation`.
+    #[schema(example = "span")]
     name: &'static str,
+    /// Its names, sorted.
+    #[schema(example = json!(["http.request.method", "http.route"]))]
     tags: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TagNamesV2 {
+    /// One entry per scope asked for.
     scopes: Vec<TagScopeV2>,
 }
 
 /// `GET /api/v2/search/tags`: names per scope; resource, span and intrinsic by default.
+#[utoipa::path(
+    get,
+    path = "/api/v2/search/tags",
+    tag = "tempo",
+    summary = "Attribute names by scope (Tempo v2)",
+    description = "Names per scope in the window (default: the last 24 hours): resource, span \
+                   and intrinsic unless `scope` says otherwise. `q` narrows the attribute \
+                   names to the spans it matches.",
+    params(TagParams, WindowParams, TenantHeader),
+    responses(
+        (status = 200, description = "The names by scope", body = TagNamesV2),
+        (status = 400, description = "Invalid scope or window", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 pub(crate) async fn tags_v2(
     State(state): State<ApiState>,
     Query(window_params): Query<WindowParams>,
@@ -237,8 +285,8 @@ pub(crate) async fn tags_v2(
     let tenant = tenant_from_headers(&headers);
     let scopes = parse_scope(params.scope.as_deref(), &ALL_SCOPES)?;
     let range = window(&window_params)?;
-    let _filter = span_filter_from_q(params.q.as_deref());
-    let by_scope = names_by_scope(&state, &tenant, &scopes, range, params.limit()).await?;
+    let filter = span_filter_from_q(params.q.as_deref());
+    let by_scope = names_by_scope(&state, &tenant, &scopes, range, filter, params.limit()).await?;
     Ok(Json(TagNamesV2 {
         scopes: by_scope
             .into_iter()
@@ -250,14 +298,36 @@ pub(crate) async fn tags_v2(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TagValuesV1 {
+    /// The values as text, sorted.
+    #[schema(example = json!(["cart", "checkout"]))]
     tag_values: Vec<String>,
 }
 
 /// `GET /api/search/tag/{tag}/values`: every scalar value of the span or resource attribute
 /// `tag` (the whole, decoded name is the attribute key), as strings.
+#[utoipa::path(
+    get,
+    path = "/api/search/tag/{tag}/values",
+    tag = "tempo",
+    summary = "Values of an attribute (Tempo v1)",
+    description = "Every scalar value of the span or resource attribute `tag` in the window \
+                   (default: the last 24 hours), as strings, at most `limit` and 1 MiB. `q` \
+                   narrows them to the spans it matches.",
+    params(
+        ("tag" = String, Path, description = "The attribute key, URL-encoded (Grafana encodes it twice; both are accepted)", example = "service.name"),
+        TagParams,
+        WindowParams,
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The values", body = TagValuesV1),
+        (status = 400, description = "Empty tag name, or invalid window", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 pub(crate) async fn tag_values_v1(
     State(state): State<ApiState>,
     Path(tag): Path<String>,
@@ -273,14 +343,14 @@ pub(crate) async fn tag_values_v1(
         ));
     }
     let range = window(&window_params)?;
-    let _filter = span_filter_from_q(params.q.as_deref());
+    let filter = span_filter_from_q(params.q.as_deref());
     let field = Field::Attribute(Attribute {
         scope: AttributeScope::Unscoped,
         name: tag,
     });
     let values = state
         .engine
-        .tag_values(&tenant, field, range, params.limit())
+        .tag_values(&tenant, field, range, filter, params.limit())
         .await?;
     let mut tag_values: Vec<String> = values.items.into_iter().map(|v| v.value).collect();
     tag_values.sort();
@@ -289,20 +359,47 @@ pub(crate) async fn tag_values_v1(
     Ok(Json(TagValuesV1 { tag_values }))
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub(crate) struct TypedValue {
+    /// `string`, `int`, `float`, `bool`, or `keyword` (the fixed values of status and kind).
     #[serde(rename = "type")]
+    #[schema(example = "string")]
     value_type: &'static str,
+    /// The value as text.
+    #[schema(example = "cart")]
     value: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TagValuesV2 {
+    /// The typed values.
     tag_values: Vec<TypedValue>,
 }
 
 /// `GET /api/v2/search/tag/{tag}/values`: typed values of a TraceQL identifier.
+#[utoipa::path(
+    get,
+    path = "/api/v2/search/tag/{tag}/values",
+    tag = "tempo",
+    summary = "Typed values of a TraceQL identifier (Tempo v2)",
+    description = "The values of a scoped or unscoped attribute (`resource.service.name`, \
+                   `span.http.route`, `.name`) or intrinsic (`name`, `status`, `kind`, \
+                   `rootServiceName`, ...) in the window (default: the last 24 hours), typed, \
+                   at most `limit` and 1 MiB. `q` narrows them to the spans it matches; an \
+                   incomplete `q` gives the unfiltered list.",
+    params(
+        ("tag" = String, Path, description = "A TraceQL identifier, URL-encoded (Grafana encodes it twice; both are accepted)", example = "resource.service.name"),
+        TagParams,
+        WindowParams,
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The typed values", body = TagValuesV2),
+        (status = 400, description = "Not a TraceQL identifier (unknown intrinsic, empty attribute name), or invalid window", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 pub(crate) async fn tag_values_v2(
     State(state): State<ApiState>,
     Path(tag): Path<String>,
@@ -313,7 +410,7 @@ pub(crate) async fn tag_values_v2(
     let tenant = tenant_from_headers(&headers);
     let field = parse_v2(&decode_until_stable(&tag)?)?;
     let range = window(&window_params)?;
-    let _filter = span_filter_from_q(params.q.as_deref());
+    let filter = span_filter_from_q(params.q.as_deref());
     if let Field::Intrinsic(intrinsic) = field {
         if let Some(keywords) = keyword_values(intrinsic) {
             let tag_values = keywords
@@ -328,7 +425,7 @@ pub(crate) async fn tag_values_v2(
     }
     let values = state
         .engine
-        .tag_values(&tenant, field, range, params.limit())
+        .tag_values(&tenant, field, range, filter, params.limit())
         .await?;
     let tag_values = values
         .items
@@ -419,11 +516,19 @@ mod tests {
     }
 
     #[test]
-    fn q_is_ignored_until_the_follow_up() {
-        assert_eq!(
-            span_filter_from_q(Some("{ resource.cluster = }")),
-            SpanFilter::All
-        );
-        assert_eq!(span_filter_from_q(None), SpanFilter::All);
+    fn only_a_complete_single_spanset_q_filters() {
+        assert!(span_filter_from_q(Some(r#"{ resource.service.name = "cart" }"#)).is_some());
+        for q in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("{ resource.cluster = }"),
+            Some("{"),
+            Some("garbage"),
+            Some("{ }"),
+            Some("{ .a = 1 } >> { .b = 2 }"),
+        ] {
+            assert!(span_filter_from_q(q).is_none(), "{q:?}");
+        }
     }
 }

@@ -13,9 +13,35 @@ use serde_json::{Map, Value};
 use tracelake_query::parse_trace_id;
 
 use super::proto::{PartialStatus, Trace, TraceByIdMetrics, TraceByIdResponse};
+use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
 use crate::traces::{wants_protobuf, WindowParams};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
+/// `GET /api/v2/traces/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v2/traces/{id}",
+    tag = "tempo",
+    summary = "Trace by id (Tempo v2, `TraceByIDResponse`)",
+    description = "Tempo's `TraceByIDResponse`: protobuf with `Accept: application/protobuf`, \
+                   else its JSON form (`trace.resourceSpans` in OTLP/JSON, `metrics`, and \
+                   `status`/`message` when partial).",
+    params(
+        ("id" = String, Path, description = "Trace id in hex, up to 32 digits (leading zeros may be left out)", example = "4bf92f3577b34da6a3ce929d0e0e4736"),
+        WindowParams,
+        TenantHeader,
+        ("Accept" = Option<String>, Header, description = "`application/protobuf` for protobuf, else JSON"),
+    ),
+    responses(
+        (status = 200, description = "The trace", content(
+            (Object = "application/json", example = json!({"trace": {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]}, "metrics": {}})),
+            (Vec<u8> = "application/protobuf")
+        )),
+        (status = 400, description = "Malformed trace id or window", body = ErrorBody),
+        (status = 404, description = "No span of this trace is stored", body = ErrorBody),
+        QueryErrors,
+    )
+)]
 pub(crate) async fn trace_by_id_v2(
     State(state): State<ApiState>,
     Path(id): Path<String>,

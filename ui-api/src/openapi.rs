@@ -1,0 +1,105 @@
+//! OpenAPI 3 documents, generated from the handlers' `#[utoipa::path]` annotations.
+//!
+//! ```text
+//!  --http-addr   GET /api/openapi.json   Tempo API, SQL, sampling, probes, metrics
+//!  --jaeger-addr GET /api/openapi.json   Jaeger query API v1 and api_v3
+//! ```
+//!
+//! - **One document per listener.** The two listeners are separate servers whose paths overlap:
+//!   `GET /api/traces/{id}` is Tempo's trace (OTLP JSON batches or protobuf) on `--http-addr`
+//!   and Jaeger's (the `{data, total, limit, offset, errors}` envelope) on `--jaeger-addr`. One
+//!   OpenAPI document holds one operation per method and path, and its `servers` cannot say
+//!   "this path on that port" per operation; two documents, each served by its own listener,
+//!   describe each server exactly and need no server URLs (they are relative to where they
+//!   were fetched).
+//! - **Routes and documentation cannot drift.** Routes are registered only through
+//!   `utoipa_axum::routes!`, which takes the path and the methods from the handler's
+//!   annotation, so the router and the document are built from the same text. The tests
+//!   below compare the paths the axum router really matches with the document's paths; the
+//!   end-to-end tests compare each documented path's methods with the `Allow` header the real
+//!   server answers.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoParams, IntoResponses, PartialSchema, ToSchema};
+
+/// The body of every error on `--http-addr`: a message a person can act on. A 500 gives only
+/// a request id (the detail is in the server's log).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "invalid scope: \"spans\"; use resource, span, intrinsic, event, link, instrumentation or all"}))]
+pub(crate) struct ErrorBody {
+    /// What went wrong and what to do about it.
+    pub(crate) error: String,
+}
+
+/// The tenant header, read by every endpoint that reads tenant data.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documentation only: handlers read the header with `tenant_from_headers`.
+pub(crate) struct TenantHeader {
+    /// The tenant whose data is read; `default` when absent or empty.
+    #[param(rename = "X-Scope-OrgID", example = "default")]
+    tenant: Option<String>,
+}
+
+/// 500 and 504, which any endpoint that queries can answer, with [`ErrorBody`].
+pub(crate) struct QueryErrors;
+
+impl IntoResponses for QueryErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        server_errors(ErrorBody::schema())
+    }
+}
+
+/// 500 and 504 with `body` as their JSON body.
+pub(crate) fn server_errors(
+    body: RefOr<utoipa::openapi::schema::Schema>,
+) -> BTreeMap<String, RefOr<Response>> {
+    let response = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(body.clone())).build(),
+                )
+                .build(),
+        )
+    };
+    BTreeMap::from([
+        (
+            "500".to_string(),
+            response("Internal error: the body names a request id to find in the server's log"),
+        ),
+        (
+            "504".to_string(),
+            response("The query ran longer than the configured timeout"),
+        ),
+    ])
+}
+
+/// The paths an axum router matches, read from its `Debug` form (axum has no public route
+/// list). Tests compare them with a document's paths.
+#[cfg(test)]
+pub(crate) fn router_paths<S>(router: &axum::Router<S>) -> std::collections::BTreeSet<String> {
+    let text = format!("{router:?}");
+    // The fallback router has routes of its own (`/` and a catch-all): read only the paths.
+    let (paths, _fallback) = text
+        .split_once("fallback_router")
+        .expect("axum's Router Debug names its fallback_router");
+    assert!(
+        paths.contains("path_router"),
+        "unexpected Debug form: {text}"
+    );
+    paths
+        .split("RouteId(")
+        .skip(1)
+        .filter_map(|rest| {
+            let rest = rest.split_once("): \"")?.1;
+            Some(rest.split_once('"')?.0.to_string())
+        })
+        .filter(|path| !path.contains("__private__axum"))
+        .collect()
+}
