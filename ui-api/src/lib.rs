@@ -124,16 +124,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The router of every endpoint on `--http-addr`.
 pub fn router(state: ApiState) -> Router {
-    let (router, _) = routes().split_for_parts();
+    serving(routes(), state, "http")
+}
+
+/// A listener's routes with their state and a request span (`listener`, method, route).
+pub(crate) fn serving(
+    routes: utoipa_axum::router::OpenApiRouter<ApiState>,
+    state: ApiState,
+    listener: &'static str,
+) -> Router {
+    let (router, _) = routes.split_for_parts();
     router
         .with_state(state)
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or(req.uri().path(), MatchedPath::as_str);
-            tracing::debug_span!("http", method = %req.method(), route = %route)
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(move |req: &Request| {
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or(req.uri().path(), MatchedPath::as_str);
+                tracing::debug_span!("request", listener, method = %req.method(), route = %route)
+            }),
+        )
 }
 
 fn sampler(state: &ApiState) -> Result<&Arc<dyn SamplingControl>, ApiError> {

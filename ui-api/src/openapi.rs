@@ -103,3 +103,8 @@ pub(crate) fn router_paths<S>(router: &axum::Router<S>) -> std::collections::BTr
         .filter(|path| !path.contains("__private__axum"))
         .collect()
 }
+
+/// The OTLP/JSON resource spans of one small trace, for examples in the documents.
+pub(crate) fn example_resource_spans() -> serde_json::Value {
+    serde_json::json!([{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}])
+}

@@ -44,6 +44,25 @@ impl WindowParams {
     }
 }
 
+/// Every stored span of trace `id` for the request's tenant, within the optional window; a 404
+/// when there is none.
+pub(crate) async fn load_trace(
+    state: &ApiState,
+    headers: &HeaderMap,
+    id: &str,
+    window: &WindowParams,
+) -> Result<opentelemetry_proto::tonic::trace::v1::TracesData, ApiError> {
+    let tenant = tenant_from_headers(headers);
+    let trace_id = parse_trace_id(id)?;
+    let range = window.range()?;
+    let batches = state.engine.trace_by_id(&tenant, trace_id, range).await?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Err(ApiError::NotFound(format!("trace {id} not found")));
+    }
+    tracelake_proto::batches_to_traces_data(&batches)
+        .map_err(|e| ApiError::Internal(format!("decoding stored spans: {e}")))
+}
+
 pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -67,7 +86,7 @@ pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
     ),
     responses(
         (status = 200, description = "The trace", content(
-            (Object = "application/json", example = json!({"batches": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]})),
+            (Object = "application/json", example = example_v1_trace),
             (Vec<u8> = "application/protobuf")
         )),
         (status = 400, description = "Malformed trace id or window", body = ErrorBody),
@@ -81,15 +100,7 @@ pub(crate) async fn trace_by_id_v1(
     Query(window): Query<WindowParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_from_headers(&headers);
-    let trace_id = parse_trace_id(&id)?;
-    let range = window.range()?;
-    let batches = state.engine.trace_by_id(&tenant, trace_id, range).await?;
-    if batches.iter().all(|b| b.num_rows() == 0) {
-        return Err(ApiError::NotFound(format!("trace {id} not found")));
-    }
-    let traces = tracelake_proto::batches_to_traces_data(&batches)
-        .map_err(|e| ApiError::Internal(format!("decoding stored spans: {e}")))?;
+    let traces = load_trace(&state, &headers, &id, &window).await?;
     if wants_protobuf(&headers) {
         return Ok((
             StatusCode::OK,
@@ -102,4 +113,9 @@ pub(crate) async fn trace_by_id_v1(
         "batches": tracelake_proto::json::resource_spans_to_json(&traces.resource_spans)
     });
     Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// An example answer for the OpenAPI document.
+fn example_v1_trace() -> serde_json::Value {
+    serde_json::json!({"batches": crate::openapi::example_resource_spans()})
 }

@@ -32,12 +32,11 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tower_http::trace::TraceLayer;
 use tracelake_query::jaeger::{JaegerSearch, SPAN_KINDS};
 use tracelake_query::{parse_trace_id, TimeRange};
 use utoipa::OpenApi as _;
@@ -87,16 +86,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The router of every endpoint on `--jaeger-addr`.
 pub fn router(state: ApiState) -> Router {
-    let (router, _) = routes().split_for_parts();
-    router
-        .with_state(state)
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or(req.uri().path(), MatchedPath::as_str);
-            tracing::debug_span!("jaeger", method = %req.method(), route = %route)
-        }))
+    crate::serving(routes(), state, "jaeger")
 }
 
 /// Serves [`router`] on an already-bound listener until `shutdown` resolves.
@@ -540,7 +530,7 @@ async fn operations(
     ),
     responses(
         (status = 200, description = "The traces in Jaeger's JSON model", body = V1Envelope,
-         example = json!({"data": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spans": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "00f067aa0ba902b7", "operationName": "GET /cart", "references": [], "startTime": 1714564800000000_u64, "duration": 120000, "tags": [{"key": "span.kind", "type": "string", "value": "server"}], "logs": [], "processID": "p1", "warnings": null}], "processes": {"p1": {"serviceName": "cart", "tags": []}}, "warnings": null}], "total": 0, "limit": 0, "offset": 0, "errors": null})),
+         example = example_v1_traces),
         (status = 400, description = "A malformed parameter; the envelope's `errors` names it", body = V1Envelope),
         V1ServerErrors,
     )
@@ -609,7 +599,7 @@ fn micros_window(params: &Params) -> Result<Option<TimeRange>, ApiError> {
     ),
     responses(
         (status = 200, description = "The trace in Jaeger's JSON model", body = V1Envelope,
-         example = json!({"data": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spans": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "00f067aa0ba902b7", "operationName": "GET /cart", "references": [], "startTime": 1714564800000000_u64, "duration": 120000, "tags": [{"key": "span.kind", "type": "string", "value": "server"}], "logs": [], "processID": "p1", "warnings": null}], "processes": {"p1": {"serviceName": "cart", "tags": []}}, "warnings": null}], "total": 0, "limit": 0, "offset": 0, "errors": null})),
+         example = example_v1_traces),
         (status = 404, description = "No span of this trace is stored", body = V1Envelope,
          example = json!({"data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{"code": 404, "msg": "trace not found"}]})),
         (status = 400, description = "A malformed parameter; the envelope's `errors` names it", body = V1Envelope),
@@ -756,6 +746,16 @@ fn rfc3339_param(params: &Params, names: &[&str]) -> Result<Option<u64>, ApiErro
     }
 }
 
+/// A v1 answer holding one trace.
+fn example_v1_traces() -> Value {
+    json!({"data": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spans": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "00f067aa0ba902b7", "operationName": "GET /cart", "references": [], "startTime": 1714564800000000_u64, "duration": 120000, "tags": [{"key": "span.kind", "type": "string", "value": "server"}], "logs": [], "processID": "p1", "warnings": null}], "processes": {"p1": {"serviceName": "cart", "tags": []}}, "warnings": null}], "total": 0, "limit": 0, "offset": 0, "errors": null})
+}
+
+/// An api_v3 answer: OTLP/JSON resource spans.
+fn example_v3_traces() -> Value {
+    json!({"result": {"resourceSpans": crate::openapi::example_resource_spans()}})
+}
+
 fn no_traces() -> ApiError {
     ApiError::NotFound("No traces found".into())
 }
@@ -773,7 +773,7 @@ fn no_traces() -> ApiError {
     ),
     responses(
         (status = 200, description = "The trace as OTLP/JSON resource spans", body = Object, content_type = "application/json",
-         example = json!({"result": {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]}})),
+         example = example_v3_traces),
         (status = 404, description = "No span of this trace is stored", body = V3ErrorBody),
         (status = 400, description = "A malformed parameter", body = V3ErrorBody),
         V3ServerErrors,
@@ -868,7 +868,7 @@ fn parse_v3_search(params: &Params) -> Result<JaegerSearch, ApiError> {
     ),
     responses(
         (status = 200, description = "The traces' spans as OTLP/JSON resource spans", body = Object, content_type = "application/json",
-         example = json!({"result": {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]}})),
+         example = example_v3_traces),
         (status = 404, description = "No trace matched", body = V3ErrorBody),
         (status = 400, description = "A malformed parameter", body = V3ErrorBody),
         V3ServerErrors,

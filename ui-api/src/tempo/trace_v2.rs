@@ -10,12 +10,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 use serde_json::{Map, Value};
-use tracelake_query::parse_trace_id;
 
 use super::proto::{PartialStatus, Trace, TraceByIdMetrics, TraceByIdResponse};
 use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
-use crate::traces::{wants_protobuf, WindowParams};
-use crate::{tenant_from_headers, ApiError, ApiState};
+use crate::traces::{load_trace, wants_protobuf, WindowParams};
+use crate::{ApiError, ApiState};
 
 /// `GET /api/v2/traces/{id}`.
 #[utoipa::path(
@@ -34,7 +33,7 @@ use crate::{tenant_from_headers, ApiError, ApiState};
     ),
     responses(
         (status = 200, description = "The trace", content(
-            (Object = "application/json", example = json!({"trace": {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]}, "scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "GET /cart", "kind": 2, "startTimeUnixNano": "1714564800000000000", "endTimeUnixNano": "1714564800120000000"}]}]}]}, "metrics": {}})),
+            (Object = "application/json", example = example_v2_trace),
             (Vec<u8> = "application/protobuf")
         )),
         (status = 400, description = "Malformed trace id or window", body = ErrorBody),
@@ -48,15 +47,7 @@ pub(crate) async fn trace_by_id_v2(
     Query(window): Query<WindowParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_from_headers(&headers);
-    let trace_id = parse_trace_id(&id)?;
-    let range = window.range()?;
-    let batches = state.engine.trace_by_id(&tenant, trace_id, range).await?;
-    if batches.iter().all(|b| b.num_rows() == 0) {
-        return Err(ApiError::NotFound(format!("trace {id} not found")));
-    }
-    let traces = tracelake_proto::batches_to_traces_data(&batches)
-        .map_err(|e| ApiError::Internal(format!("decoding stored spans: {e}")))?;
+    let traces = load_trace(&state, &headers, &id, &window).await?;
     let response = TraceByIdResponse {
         trace: Some(Trace {
             resource_spans: traces.resource_spans,
@@ -98,6 +89,11 @@ fn to_json(response: &TraceByIdResponse) -> Value {
         out.insert("message".into(), Value::String(response.message.clone()));
     }
     Value::Object(out)
+}
+
+/// An example answer for the OpenAPI document.
+fn example_v2_trace() -> serde_json::Value {
+    serde_json::json!({"trace": {"resourceSpans": crate::openapi::example_resource_spans()}, "metrics": {}})
 }
 
 #[cfg(test)]
