@@ -657,6 +657,27 @@ async fn bad_searches_get_clear_errors() {
             "{query}: expected {expected:?} in {message:?}"
         );
     }
+    // The tenant comes from X-Scope-OrgID: a malformed one is refused, an unknown one is empty.
+    let client = reqwest::Client::new();
+    let url = server.url("/api/search?q=%7B%20%7D");
+    let resp = client
+        .get(&url)
+        .header("X-Scope-OrgID", "no such/tenant")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("tenant"), "{body}");
+    let resp = client
+        .get(&url)
+        .header("X-Scope-OrgID", "nobody")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["traces"], serde_json::json!([]));
     // The server still answers afterwards.
     let (status, _) = get(&server, "/api/search?q=%7B%20%7D").await;
     assert_eq!(status, 200);
