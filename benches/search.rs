@@ -1,0 +1,482 @@
+//! Trace search and trace-by-id at scale: the release `tracelake` binary, one hour of
+//! `tracelake loadgen` spans, read back from Parquet.
+//!
+//! ```text
+//!  for each size in SIZES (ascending, one data directory, ingest only the difference):
+//!    loadgen x CHUNKS ─► serve ─► SIGTERM (final flush) ─► serve again (reads Parquet only)
+//!      chunk i: --start-time BASE + i * 3600/CHUNKS, its own seed
+//!    GET /api/search?q=...&start=BASE&end=BASE+3600&limit=20   WARMUP + RUNS per query
+//!    GET /api/v2/traces/{id}, Accept: application/protobuf    LOOKUPS random ids (by SQL)
+//!  print one markdown table per size, then the scaling curve
+//! ```
+//!
+//! `tracelake loadgen` advances span start times by 50 µs per trace when it sends as fast as
+//! it can (`--rate 0`), and by `1 / rate` otherwise, waiting in real time. So one run cannot
+//! spread a million traces over an hour without taking an hour; the bench runs CHUNKS
+//! loadgens, each at its own offset in the hour and with its own seed (distinct trace ids).
+//!
+//! ```sh
+//! cargo bench --workspace --bench search                        # SIZES=1000000,3000000,10000000
+//! SIZES=100000 RUNS=5 cargo bench --workspace --bench search    # a quick look
+//! ```
+//!
+//! Settings (environment variables, or `--name value` arguments after `--`):
+//! `SIZES` (spans, comma separated; `SPANS` for one size), `RUNS` (timed runs per query, 10),
+//! `WARMUP` (2), `LOOKUPS` (200), `CHUNKS` (120), `BASE` (unix seconds of the hour,
+//! 2026-11-02T10:00:00Z), `QUERY_BUDGET_SECS` (stop timing a query after this long once 3
+//! runs are in, 60), `DATA_DIR` (keep the data there instead of a temporary directory).
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/e2e/server.rs"]
+mod server;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use server::TestServer;
+
+/// Spans per trace of the loadgen workload, for sizing the first chunk; corrected as it goes.
+const SPANS_PER_TRACE_GUESS: f64 = 10.85;
+
+/// The queries: (what it shows, TraceQL).
+const QUERIES: [(&str, &str); 7] = [
+    (
+        "selective attribute (dedicated column)",
+        "{ span.http.response.status_code = 503 }",
+    ),
+    (
+        "selective attribute (attribute map)",
+        r#"{ span.app.payment.currency = "GBP" }"#,
+    ),
+    ("intrinsics", "{ status = error && kind = server }"),
+    (
+        "regex on name, duration",
+        r#"{ name =~ "GET /api/.*" && duration > 100ms }"#,
+    ),
+    (
+        "structural >>",
+        r#"{ resource.service.name = "frontend" } >> { resource.service.name = "payment" }"#,
+    ),
+    (
+        "pipeline by() count()",
+        "{ kind = server } | by(resource.service.name) | count() > 1",
+    ),
+    ("match all", "{ }"),
+];
+
+struct Config {
+    sizes: Vec<u64>,
+    runs: usize,
+    warmup: usize,
+    lookups: usize,
+    chunks: u64,
+    base: u64,
+    query_budget: Duration,
+    data_dir: Option<String>,
+}
+
+fn setting(argv: &[String], name: &str) -> Option<String> {
+    let flag = format!("--{}", name.to_lowercase().replace('_', "-"));
+    argv.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| argv.get(i + 1).cloned())
+        .or_else(|| std::env::var(name).ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn number(argv: &[String], name: &str, default: u64) -> u64 {
+    setting(argv, name).map_or(default, |v| {
+        v.trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: expected a non-negative integer, got {v:?}"))
+    })
+}
+
+fn config() -> Config {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let sizes = setting(&argv, "SIZES")
+        .or_else(|| setting(&argv, "SPANS"))
+        .unwrap_or_else(|| "1000000,3000000,10000000".into());
+    let mut sizes: Vec<u64> = sizes
+        .split(',')
+        .map(|s| {
+            s.trim().replace('_', "").parse().unwrap_or_else(|_| {
+                panic!("SIZES: expected span counts separated by commas, got {s:?}")
+            })
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    assert!(sizes[0] > 0, "SIZES: sizes must be positive");
+    Config {
+        sizes,
+        runs: number(&argv, "RUNS", 10).max(1) as usize,
+        warmup: number(&argv, "WARMUP", 2) as usize,
+        lookups: number(&argv, "LOOKUPS", 200).max(1) as usize,
+        chunks: number(&argv, "CHUNKS", 120).clamp(1, 3600),
+        // 2026-11-02T10:00:00Z: a whole hour, so that the data sits in one (date, hour) partition.
+        base: number(&argv, "BASE", 1_793_613_600) / 3600 * 3600,
+        query_budget: Duration::from_secs(number(&argv, "QUERY_BUDGET_SECS", 60)),
+        data_dir: setting(&argv, "DATA_DIR"),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+fn dir_bytes(dir: &Path, ext: &str) -> (u64, usize) {
+    let (mut bytes, mut files) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
+}
+
+/// A line of system facts: cores, memory, load, date.
+fn system_facts() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{cores} cores, {mem_gib:.0} GiB, load average {}, {date}",
+        load.join(" ")
+    )
+}
+
+/// Sends about `spans` more spans, spread over the hour in `config.chunks` loadgen runs.
+/// Returns (spans acked, traces sent, seconds).
+fn ingest(srv: &TestServer, config: &Config, stage: u64, spans: u64) -> (u64, u64, f64) {
+    let started = Instant::now();
+    let (mut acked, mut traces) = (0u64, 0u64);
+    let step = 3600 / config.chunks;
+    for i in 0..config.chunks {
+        let per_trace = if traces == 0 {
+            SPANS_PER_TRACE_GUESS
+        } else {
+            acked as f64 / traces as f64
+        };
+        let left = spans.saturating_sub(acked) as f64 / (config.chunks - i) as f64;
+        let chunk_traces = (left / per_trace).round().max(1.0) as u64;
+        // Stage s starts s seconds into each slot, so that stages do not share start times;
+        // the last slot still ends well inside the hour (loadgen's longest span is 10 s).
+        let start = config.base + i * step + stage.min(step.saturating_sub(15));
+        let summary = server::run_loadgen(&[
+            "--rate",
+            "0",
+            "--seed",
+            &(stage * 100_000 + i + 1).to_string(),
+            "--start-time",
+            &start.to_string(),
+            "--traces",
+            &chunk_traces.to_string(),
+            "--concurrency",
+            "8",
+            "--batch-traces",
+            "100",
+            "--endpoint",
+            &srv.grpc_url(),
+        ]);
+        acked += summary["spans_acked"].as_u64().unwrap();
+        traces += summary["traces_sent"].as_u64().unwrap();
+    }
+    (acked, traces, started.elapsed().as_secs_f64())
+}
+
+/// Timings of one query: sorted latencies, traces in the reply, candidate traces, or an error.
+struct QueryResult {
+    label: &'static str,
+    query: &'static str,
+    latencies: Vec<Duration>,
+    traces: usize,
+    candidates: u64,
+    error: Option<String>,
+}
+
+async fn time_search(
+    client: &reqwest::Client,
+    srv: &TestServer,
+    config: &Config,
+    label: &'static str,
+    query: &'static str,
+) -> QueryResult {
+    let start = config.base.to_string();
+    let end = (config.base + 3600).to_string();
+    let mut result = QueryResult {
+        label,
+        query,
+        latencies: Vec::new(),
+        traces: 0,
+        candidates: 0,
+        error: None,
+    };
+    let began = Instant::now();
+    for run in 0..config.warmup + config.runs {
+        let t = Instant::now();
+        let resp = client
+            .get(srv.url("/api/search"))
+            .query(&[
+                ("q", query),
+                ("start", &start),
+                ("end", &end),
+                ("limit", "20"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap();
+        let elapsed = t.elapsed();
+        if !status.is_success() {
+            result.error = Some(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            break;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        result.traces = json["traces"].as_array().map_or(0, Vec::len);
+        result.candidates = json["metrics"]["candidateTraces"].as_u64().unwrap_or(0);
+        if run >= config.warmup {
+            result.latencies.push(elapsed);
+            if result.latencies.len() >= 3 && began.elapsed() > config.query_budget {
+                break;
+            }
+        }
+    }
+    result.latencies.sort();
+    result
+}
+
+/// `GET /api/v2/traces/{id}` (protobuf) for `ids`; sorted latencies and total bytes.
+async fn time_lookups(
+    client: &reqwest::Client,
+    srv: &TestServer,
+    ids: &[String],
+) -> (Vec<Duration>, u64) {
+    let mut latencies = Vec::with_capacity(ids.len());
+    let mut bytes = 0;
+    for id in ids {
+        let t = Instant::now();
+        let resp = client
+            .get(srv.url(&format!("/api/v2/traces/{id}")))
+            .header("Accept", "application/protobuf")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "trace {id}");
+        let body = resp.bytes().await.unwrap();
+        latencies.push(t.elapsed());
+        assert!(!body.is_empty(), "trace {id}: empty reply");
+        bytes += body.len() as u64;
+    }
+    latencies.sort();
+    (latencies, bytes)
+}
+
+/// What one size measured.
+struct SizeResult {
+    spans: u64,
+    traces: u64,
+    parquet_bytes: u64,
+    files: usize,
+    ingest_rate: f64,
+    queries: Vec<QueryResult>,
+    lookups: Vec<Duration>,
+    lookup_bytes: u64,
+}
+
+fn print_size(r: &SizeResult) {
+    println!(
+        "\n### {} spans, {} traces, one hour ({} Parquet files, {:.0} MB; ingest {:.0} spans/s)\n",
+        r.spans,
+        r.traces,
+        r.files,
+        r.parquet_bytes as f64 / 1e6,
+        r.ingest_rate
+    );
+    println!("| query | runs | median ms | p90 ms | p99 ms | traces | candidates |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for q in &r.queries {
+        let query = format!("{}: `{}`", q.label, q.query.replace('|', "\\|"));
+        match &q.error {
+            Some(e) => println!("| {query} | failed: {} | | | | | |", e.replace('|', "\\|")),
+            None => println!(
+                "| {query} | {} | {} | {} | {} | {} | {} |",
+                q.latencies.len(),
+                ms(percentile(&q.latencies, 0.5)),
+                ms(percentile(&q.latencies, 0.9)),
+                ms(percentile(&q.latencies, 0.99)),
+                q.traces,
+                q.candidates,
+            ),
+        }
+    }
+    println!(
+        "| `GET /api/v2/traces/{{id}}` protobuf, random ids ({:.0} bytes avg) | {} | {} | {} | {} | 1 | |",
+        r.lookup_bytes as f64 / r.lookups.len() as f64,
+        r.lookups.len(),
+        ms(percentile(&r.lookups, 0.5)),
+        ms(percentile(&r.lookups, 0.9)),
+        ms(percentile(&r.lookups, 0.99)),
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let config = config();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = config
+        .data_dir
+        .as_deref()
+        .map_or_else(|| temp.path().to_path_buf(), Into::into);
+    println!("## tracelake trace search and lookup at scale");
+    println!("{}", system_facts());
+    println!(
+        "sizes {:?}, {} chunks over the hour from {}, {} warm-up + {} runs per query, {} lookups; data in {}",
+        config.sizes,
+        config.chunks,
+        config.base,
+        config.warmup,
+        config.runs,
+        config.lookups,
+        dir.display()
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let flags = ["--flush-interval", "5s"];
+    let (mut total_spans, mut total_traces) = (0u64, 0u64);
+    let mut results = Vec::new();
+    for (stage, &size) in config.sizes.iter().enumerate() {
+        // Ingest the difference, then restart so that every span is read from Parquet.
+        let mut srv = TestServer::start(&dir, &flags).await;
+        let (acked, traces, secs) = ingest(
+            &srv,
+            &config,
+            stage as u64,
+            size.saturating_sub(total_spans),
+        );
+        total_spans += acked;
+        total_traces += traces;
+        assert!(srv.terminate().success());
+        let srv = TestServer::start(&dir, &flags).await;
+        assert_eq!(srv.count("").await, total_spans, "spans stored");
+        let (parquet_bytes, files) = dir_bytes(&dir.join("tenants"), "parquet");
+        eprintln!(
+            "{total_spans} spans stored ({acked} new in {secs:.0} s); measuring at {}",
+            system_facts()
+        );
+
+        let mut queries = Vec::new();
+        for (label, query) in QUERIES {
+            let r = time_search(&client, &srv, &config, label, query).await;
+            eprintln!(
+                "  {label}: median {} ms over {} runs{}",
+                r.latencies
+                    .first()
+                    .map_or("-".into(), |_| ms(percentile(&r.latencies, 0.5))),
+                r.latencies.len(),
+                r.error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(", {e}"))
+            );
+            queries.push(r);
+        }
+
+        let ids: Vec<String> = srv
+            .sql(&format!(
+                "SELECT id FROM (SELECT DISTINCT encode(trace_id, 'hex') AS id FROM spans) \
+                 ORDER BY random() LIMIT {}",
+                config.lookups + 20
+            ))
+            .await
+            .into_iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        let (warm, timed) = ids.split_at(ids.len().min(20).min(ids.len() / 2));
+        let _ = time_lookups(&client, &srv, warm).await;
+        let (lookups, lookup_bytes) = time_lookups(&client, &srv, timed).await;
+        let result = SizeResult {
+            spans: total_spans,
+            traces: total_traces,
+            parquet_bytes,
+            files,
+            ingest_rate: acked as f64 / secs,
+            queries,
+            lookups,
+            lookup_bytes,
+        };
+        print_size(&result);
+        results.push(result);
+    }
+
+    println!("\n### Scaling curve (median / p99 ms)\n");
+    let header: Vec<String> = results
+        .iter()
+        .map(|r| format!("{} spans", r.spans))
+        .collect();
+    println!("| query | {} |", header.join(" | "));
+    println!("| --- |{}", " --- |".repeat(results.len()));
+    for (i, (label, _)) in QUERIES.iter().enumerate() {
+        let cells: Vec<String> = results
+            .iter()
+            .map(|r| {
+                let q = &r.queries[i];
+                if q.latencies.is_empty() {
+                    "failed".into()
+                } else {
+                    format!(
+                        "{} / {}",
+                        ms(percentile(&q.latencies, 0.5)),
+                        ms(percentile(&q.latencies, 0.99))
+                    )
+                }
+            })
+            .collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    }
+    let cells: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "{} / {}",
+                ms(percentile(&r.lookups, 0.5)),
+                ms(percentile(&r.lookups, 0.99))
+            )
+        })
+        .collect();
+    println!(
+        "| `/api/v2/traces/{{id}}` protobuf | {} |",
+        cells.join(" | ")
+    );
+}
