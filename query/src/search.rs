@@ -1,21 +1,23 @@
 //! Trace search: TraceQL compiled to DataFusion plans.
 //!
 //! A search runs in two phases, so that no more than the candidate traces' spans are ever
-//! loaded into memory:
+//! loaded into memory, over time slices of the window, newest first, until `limit` traces
+//! match:
 //!
 //! ```text
-//!  1. find   spans WHERE window AND (prune(f1) OR prune(f2) ...)      one scan; the filters go
-//!            GROUP BY trace_id                                        into the Parquet reader
-//!            HAVING <spanset formula over bool_or(prune(fi))>         (partitions, statistics,
-//!            ORDER BY max(start) DESC                                 bloom filters, pushdown)
+//!  1. find   spans WHERE slice AND (prune(f1) OR prune(f2) ...)       the filters go into the
+//!            GROUP BY trace_id                                        Parquet reader (partitions,
+//!            HAVING <spanset formula over bool_or(prune(fi))>         start-time statistics,
+//!            ORDER BY max(start) DESC  [LIMIT limit: one filter]      bloom filters, pushdown)
 //!  2. check  for pages of candidates, newest first, until `limit` traces match:
-//!            spans WHERE trace_id IN (page) [⋈ per-trace columns]   exact conditions as
-//!            -> per trace: spanset algebra (&&, ||, structural), then the pipeline (by, count(),
-//!               avg(), select, filters), in memory over the page's few spans
+//!            spans WHERE trace_id IN (page) AND near the page's time  exact conditions
+//!            [⋈ per-trace columns] -> per trace: spanset algebra (&&, ||, structural), then
+//!            the pipeline (by, count(), avg(), select, filters), in memory over few spans
 //! ```
 //!
 //! Phase 1's formula is a necessary condition: `&&` and the structural operators need every
-//! side to match somewhere in the trace, `||` either side. Phase 2 decides exactly.
+//! side to match somewhere in the trace, `||` either side. Phase 2 decides exactly. A trace is
+//! judged on its spans within five minutes (`TRACE_SPREAD_NANOS`) of its newest matching span.
 //!
 //! **Structural operators** are evaluated in phase 2, over the parent links of each candidate
 //! trace (a hash map from span id to span). Join plans on `(trace_id, parent_span_id)` work for
@@ -55,8 +57,13 @@ use crate::QueryEngine;
 /// The most traces one search returns.
 pub const MAX_LIMIT: usize = 10_000;
 
-/// How far outside the search window a matching trace's other spans are looked for.
-const TRACE_SLACK_NANOS: u64 = 3_600 * 1_000_000_000;
+/// How far apart a trace's spans are assumed to be at most: its spans are looked for this far
+/// around its newest matching span, and `&&` and structural operators relate spans this far
+/// apart. A longer trace is judged on the spans within it.
+const TRACE_SPREAD_NANOS: u64 = 5 * 60 * 1_000_000_000;
+
+/// The shortest first time slice a search scans (it doubles after each slice).
+const MIN_SLICE_NANOS: u64 = 60 * 1_000_000_000;
 
 /// A trace search.
 #[derive(Debug, Clone)]
@@ -210,7 +217,7 @@ impl QueryEngine {
         let plan = SearchPlan::new(&request.query)?;
         let ctx = self.context(tenant)?;
         self.run(async move {
-            let df = candidates_frame(&ctx, &plan, &request).await?;
+            let df = candidates_frame(&ctx, &plan, &request, request.start_unix_nano).await?;
             let physical = df.create_physical_plan().await?;
             let text = datafusion::physical_plan::displayable(physical.as_ref())
                 .indent(true)
@@ -346,10 +353,14 @@ fn formula(e: &SpansetExpr, next: &mut usize, leaf: &dyn Fn(usize) -> Expr) -> E
 const LAST_START: &str = "__tl_last_start";
 
 /// Phase 1's plan: ids of traces that may match, newest first.
+/// `req`'s window is the spans scanned; only traces whose newest matching span starts at or
+/// after `newest_from` are returned (the scan may reach back further, so that the filters of a
+/// `&&` or structural query see a trace's earlier spans too).
 async fn candidates_frame(
     ctx: &SessionContext,
     plan: &SearchPlan,
     req: &SearchRequest,
+    newest_from: u64,
 ) -> Result<DataFrame> {
     let window = time_filter(req.start_unix_nano, req.end_unix_nano);
     let any_all = plan.prune.iter().any(Option::is_none);
@@ -377,13 +388,21 @@ async fn candidates_frame(
     };
     let mut next = 0;
     let mut having = formula(&plan.query.spansets, &mut next, &leaf);
+    if newest_from > req.start_unix_nano {
+        having =
+            having.and(col(LAST_START).gt_eq(lit(i64::try_from(newest_from).unwrap_or(i64::MAX))));
+    }
     for stage in &plan.query.pipeline {
         if let Stage::Filter(e) = stage {
             having = having.and(formula(e, &mut next, &leaf));
         }
     }
     let spans = ctx.table("spans").await?.filter(filter)?;
-    let df = if plan.single_filter && req.min_duration.is_none() && req.max_duration.is_none() {
+    let df = if plan.single_filter
+        && req.min_duration.is_none()
+        && req.max_duration.is_none()
+        && newest_from <= req.start_unix_nano
+    {
         // Every trace with a matching span matches: the newest `limit` are the answer. Grouped
         // by trace id, ordered by max(start) alone and limited, which DataFusion runs as a
         // top-k aggregation (a bounded priority map instead of a full hash table and sort).
@@ -394,7 +413,7 @@ async fn candidates_frame(
             )?
             .sort(vec![col(LAST_START).sort(false, false)])?
             .limit(0, Some(req.limit.clamp(1, MAX_LIMIT)))?
-            .select(vec![col(columns::TRACE_ID)])?
+            .select(vec![col(columns::TRACE_ID), col(LAST_START)])?
     } else {
         spans
             .aggregate(vec![col(columns::TRACE_ID)], aggregates)?
@@ -403,58 +422,101 @@ async fn candidates_frame(
                 col(LAST_START).sort(false, false),
                 col(columns::TRACE_ID).sort(true, false),
             ])?
-            .select(vec![col(columns::TRACE_ID)])?
+            .select(vec![col(columns::TRACE_ID), col(LAST_START)])?
     };
     Ok(df)
 }
 
-/// Phase 1: ids of traces that may match, newest first.
-async fn candidates(
-    ctx: &SessionContext,
-    plan: &SearchPlan,
-    req: &SearchRequest,
-) -> Result<Vec<[u8; 16]>> {
-    let df = candidates_frame(ctx, plan, req).await?;
+async fn collect_candidates(df: DataFrame) -> Result<Vec<([u8; 16], i64)>> {
     let mut out = Vec::new();
     for batch in df.collect().await? {
         let ids = batch.column(0).as_binary::<i32>();
-        for id in ids.iter().flatten() {
-            if let Ok(id) = <[u8; 16]>::try_from(id) {
-                out.push(id);
+        let last = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| Error::Internal("search: unexpected type of max(start)".into()))?;
+        for row in 0..batch.num_rows() {
+            if let Ok(id) = <[u8; 16]>::try_from(ids.value(row)) {
+                out.push((id, last.value(row)));
             }
         }
     }
     Ok(out)
 }
 
+/// Runs both phases over time slices of the window, newest first, until `limit` traces match.
+///
+/// Each slice's first phase scans only that slice (for queries with several filters, also
+/// [`TRACE_SPREAD_NANOS`] before it, so that `&&` and structural operators see a trace's
+/// earlier spans), pruned by the files' and row groups' start-time statistics: files hold the
+/// spans of one flush, so they are clustered in time. A trace is found in the slice of its
+/// newest matching span, so results come newest first. Slices start at 1/64 of the window
+/// (at least a minute) and double, so a rare match costs a few more scans and a common one
+/// reads only the newest minute.
 async fn search(
     ctx: SessionContext,
     plan: Arc<SearchPlan>,
     req: SearchRequest,
 ) -> Result<SearchResponse> {
     let limit = req.limit.clamp(1, MAX_LIMIT);
-    let candidates = candidates(&ctx, &plan, &req).await?;
-    let mut response = SearchResponse {
-        candidate_traces: candidates.len() as u64,
-        ..Default::default()
+    let mut response = SearchResponse::default();
+    let mut seen = HashSet::new();
+    let reach_back = if plan.prune.len() > 1 {
+        TRACE_SPREAD_NANOS
+    } else {
+        0
     };
+    let mut slice = ((req.end_unix_nano - req.start_unix_nano) / 64).max(MIN_SLICE_NANOS);
+    let mut hi = req.end_unix_nano;
+    loop {
+        let lo = hi.saturating_sub(slice).max(req.start_unix_nano);
+        let scan = SearchRequest {
+            start_unix_nano: lo.saturating_sub(reach_back).max(req.start_unix_nano),
+            end_unix_nano: hi,
+            ..req.clone()
+        };
+        let found = collect_candidates(candidates_frame(&ctx, &plan, &scan, lo).await?).await?;
+        let candidates: Vec<([u8; 16], i64)> = found
+            .into_iter()
+            .filter(|(id, _)| seen.insert(*id))
+            .collect();
+        response.candidate_traces += candidates.len() as u64;
+        check(&ctx, &plan, &req, &candidates, limit, &mut response).await?;
+        if response.traces.len() >= limit || lo <= req.start_unix_nano {
+            break;
+        }
+        hi = lo - 1;
+        slice = slice.saturating_mul(2);
+    }
+    Ok(response)
+}
+
+/// Phase 2 over candidates, newest first, in pages, until `limit` traces match.
+async fn check(
+    ctx: &SessionContext,
+    plan: &SearchPlan,
+    req: &SearchRequest,
+    candidates: &[([u8; 16], i64)],
+    limit: usize,
+    response: &mut SearchResponse,
+) -> Result<()> {
     let mut page_size = (limit * 2).clamp(50, 1000);
-    let mut rest = &candidates[..];
+    let mut rest = candidates;
     while !rest.is_empty() && response.traces.len() < limit {
         let (page, tail) = rest.split_at(page_size.min(rest.len()));
         rest = tail;
         page_size = (page_size * 2).min(2000);
-        let traces = fetch(&ctx, &plan, &req, page).await?;
+        let traces = fetch(ctx, plan, req, page).await?;
         response.inspected_traces += page.len() as u64;
-        // Keep phase 1's order (newest first).
         let mut by_id: HashMap<[u8; 16], TraceRows> =
             traces.into_iter().map(|t| (t.trace_id, t)).collect();
-        for id in page {
+        for (id, _) in page {
             let Some(trace) = by_id.remove(id) else {
                 continue;
             };
             response.inspected_spans += trace.spans.len() as u64;
-            if let Some(m) = evaluate(&plan, &req, &trace) {
+            if let Some(m) = evaluate(plan, req, &trace) {
                 response.traces.push(m);
                 if response.traces.len() == limit {
                     break;
@@ -462,7 +524,7 @@ async fn search(
             }
         }
     }
-    Ok(response)
+    Ok(())
 }
 
 /// One span of a candidate trace, as phase 2 reads it.
@@ -531,15 +593,23 @@ async fn fetch(
     ctx: &SessionContext,
     plan: &SearchPlan,
     req: &SearchRequest,
-    ids: &[[u8; 16]],
+    page: &[([u8; 16], i64)],
 ) -> Result<Vec<TraceRows>> {
-    let list = ids
+    let list = page
         .iter()
-        .map(|id| lit(ScalarValue::Binary(Some(id.to_vec()))))
+        .map(|(id, _)| lit(ScalarValue::Binary(Some(id.to_vec()))))
         .collect();
-    let wide = partition_filter(
-        req.start_unix_nano.saturating_sub(TRACE_SLACK_NANOS),
-        req.end_unix_nano.saturating_add(TRACE_SLACK_NANOS),
+    // The page's traces are near their newest matching spans: read only that stretch of time
+    // (partitions and start-time statistics), not every file the trace ids could be in.
+    let newest = |f: fn(i64, i64) -> i64| {
+        page.iter()
+            .map(|(_, last)| *last)
+            .reduce(f)
+            .map_or(0, |t| u64::try_from(t).unwrap_or(0))
+    };
+    let wide = time_filter(
+        newest(i64::min).saturating_sub(TRACE_SPREAD_NANOS),
+        newest(i64::max).saturating_add(TRACE_SPREAD_NANOS),
     );
     let spans = ctx
         .table("spans")

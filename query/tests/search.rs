@@ -170,6 +170,55 @@ async fn search_reads_buffer_and_table_and_pushes_filters_into_the_scan() {
         .collect();
     assert_eq!(busy, expected);
 
+    // Hour 2: one trace every two minutes, so a search scans several time slices, newest
+    // first. Each trace has two client children (db, cache).
+    let spread: Vec<ResourceSpans> = (0..30u64)
+        .map(|k| {
+            let mut t = trace(600 + k, 2, "spread", 2);
+            let shift = k * 120 * 1_000_000_000;
+            for span in &mut t.scope_spans[0].spans {
+                span.start_time_unix_nano += shift;
+                span.end_time_unix_nano += shift;
+            }
+            t
+        })
+        .collect();
+    append(&storage, spread).await;
+    storage.flush().await.unwrap();
+    let all: BTreeSet<u64> = (600..630).collect();
+    assert_eq!(
+        ids(&engine, r#"{ resource.service.name = "spread" }"#, 2, 100).await,
+        all
+    );
+    assert_eq!(
+        ids(&engine, r#"{ resource.service.name = "spread" }"#, 2, 4).await,
+        (626..630).collect()
+    );
+    assert_eq!(
+        ids(
+            &engine,
+            r#"{ resource.service.name = "spread" } > { span.peer = "cache" }"#,
+            2,
+            100
+        )
+        .await,
+        all
+    );
+    assert_eq!(
+        ids(
+            &engine,
+            r#"{ span.peer = "db" } && { span.peer = "cache" }"#,
+            2,
+            3
+        )
+        .await,
+        (627..630).collect()
+    );
+    assert_eq!(
+        ids(&engine, "{ kind = client } | count() = 2", 2, 100).await,
+        all
+    );
+
     // The first phase's plan: the filter is in the Parquet scan, and only hour 0's two files are
     // read.
     let plan = engine

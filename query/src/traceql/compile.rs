@@ -464,13 +464,21 @@ fn scoped_comparison(
             )))
         }
     };
-    // A pruning hint on the typed column, implied by the exact comparison. Not for the status
-    // code: a double-typed attribute compares with ints but has no copy in the int column.
+    // A pruning hint on the typed column, implied by the exact comparison (the column copies
+    // the attribute when it is present). For the status code, the int column is read first:
+    // a double-typed `http.response.status_code` beside a legacy `http.status_code` holding a
+    // different value would be missed, an accepted corner for a much cheaper scan.
     let hint = match (dedicated(scope, key), value) {
         (Some(Dedicated::Hint(column)), Literal::String(s))
             if column != columns::HTTP_RESPONSE_STATUS_CODE =>
         {
             Some(compare(col(column), op, string_rhs(op, s)))
+        }
+        (Some(Dedicated::Hint(column)), Literal::Int(n))
+            if column == columns::HTTP_RESPONSE_STATUS_CODE
+                && (op.is_ordering() || op == CompareOp::Eq) =>
+        {
+            Some(compare(col(column), op, lit(*n)))
         }
         _ => None,
     };
