@@ -1,15 +1,14 @@
 //! The query engine over a real storage engine on the local filesystem: the buffer and the Delta
 //! table are one `spans` table, and trace lookups prune files and row groups.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use common::{append, open};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use tracelake_query::{QueryConfig, QueryEngine};
-use tracelake_storage::{Storage, StorageConfig, StorageLocation, StorageMetrics};
 
 const HOUR_NANOS: u64 = 3_600_000_000_000;
 /// 2026-01-01T00:00:00Z
@@ -37,26 +36,6 @@ fn trace(n: u64, hour: u64, spans: u64) -> ResourceSpans {
         }],
         ..Default::default()
     }
-}
-
-async fn open(dir: &std::path::Path) -> Arc<Storage> {
-    let location =
-        StorageLocation::parse(dir.join("tables").to_str().unwrap(), HashMap::new()).unwrap();
-    let config = StorageConfig::for_location(location, dir.join("wal"));
-    Storage::open(config, Arc::new(StorageMetrics::default()), &mut |_| {
-        Ok(None)
-    })
-    .await
-    .unwrap()
-}
-
-async fn append(storage: &Storage, traces: Vec<ResourceSpans>) {
-    let batch = tracelake_proto::resource_spans_to_batch(&traces).unwrap();
-    let wal = ExportTraceServiceRequest {
-        resource_spans: traces,
-    }
-    .encode_to_vec();
-    storage.append("default", wal, Some(batch)).await.unwrap();
 }
 
 fn trace_id_hex(n: u64) -> String {

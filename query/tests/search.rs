@@ -1,17 +1,17 @@
 //! TraceQL search over a real storage engine: answers from the buffer and the Delta table, and
 //! the first phase's filters reach the Parquet scan while other hours' files are pruned.
 
-use std::collections::{BTreeSet, HashMap};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use common::{append, open};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use tracelake_query::search::SearchRequest;
 use tracelake_query::{traceql, QueryConfig, QueryEngine};
-use tracelake_storage::{Storage, StorageConfig, StorageLocation, StorageMetrics};
 
 const HOUR_NANOS: u64 = 3_600_000_000_000;
 /// 2026-01-01T00:00:00Z
@@ -65,26 +65,6 @@ fn trace(n: u64, hour: u64, service: &str, children: u64) -> ResourceSpans {
         }],
         ..Default::default()
     }
-}
-
-async fn open(dir: &std::path::Path) -> Arc<Storage> {
-    let location =
-        StorageLocation::parse(dir.join("tables").to_str().unwrap(), HashMap::new()).unwrap();
-    let config = StorageConfig::for_location(location, dir.join("wal"));
-    Storage::open(config, Arc::new(StorageMetrics::default()), &mut |_| {
-        Ok(None)
-    })
-    .await
-    .unwrap()
-}
-
-async fn append(storage: &Storage, traces: Vec<ResourceSpans>) {
-    let batch = tracelake_proto::resource_spans_to_batch(&traces).unwrap();
-    let wal = ExportTraceServiceRequest {
-        resource_spans: traces,
-    }
-    .encode_to_vec();
-    storage.append("default", wal, Some(batch)).await.unwrap();
 }
 
 fn request(q: &str, hour: u64, limit: usize) -> SearchRequest {

@@ -174,3 +174,21 @@ pub(crate) fn flatten(resource_spans: &[ResourceSpans]) -> Vec<Vec<u8>> {
     out.sort();
     out
 }
+
+/// Sends `resource_spans` to `server` over OTLP/HTTP protobuf as `tenant`; asserts a 200.
+pub(crate) async fn send(
+    server: &crate::server::TestServer,
+    tenant: &str,
+    resource_spans: Vec<ResourceSpans>,
+) {
+    use prost::Message;
+    let resp = reqwest::Client::new()
+        .post(server.otlp_http_url())
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Scope-OrgID", tenant)
+        .body(request(resource_spans).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}

@@ -7,23 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
 use serde_json::{json, Value};
 
-use crate::data::{kv, now_nanos, request, rich_trace, s, span_id, trace_id};
+use crate::data::{kv, now_nanos, rich_trace, s, send, span_id, trace_id};
 use crate::server::{run_loadgen, TestServer};
-
-async fn send(server: &TestServer, tenant: &str, resource_spans: Vec<ResourceSpans>) {
-    let resp = reqwest::Client::new()
-        .post(server.otlp_http_url())
-        .header("Content-Type", "application/x-protobuf")
-        .header("X-Scope-OrgID", tenant)
-        .body(request(resource_spans).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-}
 
 /// GET a Jaeger path as `tenant`: status and JSON body.
 async fn get(server: &TestServer, path: &str, tenant: &str) -> (u16, Value) {

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message;
 use serde_json::Value;
 
-use crate::data::{flatten, kv, request, rich_trace, s, trace_id};
+use crate::data::{flatten, kv, rich_trace, s, send, trace_id};
 use crate::server::{run_loadgen, TestServer};
 
 /// Tempo's `TraceByIDResponse`, written here independently of the server's definition. The
@@ -53,18 +53,6 @@ async fn json(server: &TestServer, path: &str, tenant: &str) -> Value {
 async fn failure(server: &TestServer, path: &str, tenant: &str) -> (u16, String) {
     let resp = get(server, path, tenant, "application/json").await;
     (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-async fn send(server: &TestServer, tenant: &str, resource_spans: Vec<ResourceSpans>) {
-    let resp = reqwest::Client::new()
-        .post(server.otlp_http_url())
-        .header("Content-Type", "application/x-protobuf")
-        .header("X-Scope-OrgID", tenant)
-        .body(request(resource_spans).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
 async fn v2_proto(server: &TestServer, id: &str, tenant: &str, query: &str) -> TraceByIdResponse {

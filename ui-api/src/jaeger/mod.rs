@@ -95,9 +95,7 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::serve_router(listener, router(state), shutdown).await
 }
 
 // ---------------------------------------------------------------------------------------------
