@@ -65,6 +65,30 @@ pub struct TimeRange {
     pub end_unix_nano: u64,
 }
 
+/// The `date`/`hour` partitions of `range`, inclusive (hour granularity): prunes Delta files.
+pub(crate) fn partition_filter(range: TimeRange) -> datafusion::logical_expr::Expr {
+    let (d1, h1) = tracelake_proto::partition_values(range.start_unix_nano);
+    let (d2, h2) = tracelake_proto::partition_values(range.end_unix_nano);
+    let date = || col(columns::DATE);
+    let hour = || col(columns::HOUR);
+    if d1 == d2 {
+        date().eq(lit(d1)).and(hour().between(lit(h1), lit(h2)))
+    } else {
+        date()
+            .between(lit(d1.clone()), lit(d2.clone()))
+            .and(date().gt(lit(d1)).or(hour().gt_eq(lit(h1))))
+            .and(date().lt(lit(d2)).or(hour().lt_eq(lit(h2))))
+    }
+}
+
+/// Spans starting within `range`: its partitions, and the start time, which prunes files and
+/// row groups by their statistics.
+pub(crate) fn window_filter(range: TimeRange) -> datafusion::logical_expr::Expr {
+    let start = i64::try_from(range.start_unix_nano).unwrap_or(i64::MAX);
+    let end = i64::try_from(range.end_unix_nano).unwrap_or(i64::MAX);
+    partition_filter(range).and(col(columns::START_TIME_UNIX_NANO).between(lit(start), lit(end)))
+}
+
 /// Runs queries for every tenant.
 pub struct QueryEngine {
     storage: Arc<Storage>,
@@ -161,9 +185,7 @@ impl QueryEngine {
             let mut filter =
                 col(columns::TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec()))));
             if let Some(r) = range {
-                let (start_date, _) = tracelake_proto::partition_values(r.start_unix_nano);
-                let (end_date, _) = tracelake_proto::partition_values(r.end_unix_nano);
-                filter = filter.and(col(columns::DATE).between(lit(start_date), lit(end_date)));
+                filter = filter.and(partition_filter(r));
             }
             let df = ctx
                 .table("spans")

@@ -80,29 +80,7 @@ pub struct Dependency {
 /// The partition and start-time predicate of a window: `date`/`hour` prune partitions, the
 /// start time bounds the rows.
 pub fn window_filter(window: TimeRange) -> Expr {
-    let (d1, h1) = tracelake_proto::partition_values(window.start_unix_nano);
-    let (d2, h2) = tracelake_proto::partition_values(window.end_unix_nano);
-    let partitions = if d1 == d2 {
-        col(columns::DATE)
-            .eq(lit(d1))
-            .and(col(columns::HOUR).between(lit(h1), lit(h2)))
-    } else {
-        col(columns::DATE)
-            .between(lit(d1.clone()), lit(d2.clone()))
-            .and(
-                col(columns::DATE)
-                    .gt(lit(d1))
-                    .or(col(columns::HOUR).gt_eq(lit(h1))),
-            )
-            .and(
-                col(columns::DATE)
-                    .lt(lit(d2))
-                    .or(col(columns::HOUR).lt_eq(lit(h2))),
-            )
-    };
-    let start = i64::try_from(window.start_unix_nano).unwrap_or(i64::MAX);
-    let end = i64::try_from(window.end_unix_nano).unwrap_or(i64::MAX);
-    partitions.and(col(columns::START_TIME_UNIX_NANO).between(lit(start), lit(end)))
+    crate::engine::window_filter(window)
 }
 
 /// The value of attribute `key` in the map column `map` equals `value`, compared as a string

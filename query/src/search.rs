@@ -306,24 +306,12 @@ impl SearchPlan {
     }
 }
 
-/// `date`/`hour` partitions and start time within `[start, end]`.
-fn partition_filter(start_unix_nano: u64, end_unix_nano: u64) -> Expr {
-    let (sd, sh) = tracelake_proto::partition_values(start_unix_nano);
-    let (ed, eh) = tracelake_proto::partition_values(end_unix_nano);
-    let date = || col(columns::DATE);
-    let hour = || col(columns::HOUR);
-    date()
-        .between(lit(sd.clone()), lit(ed.clone()))
-        .and(date().gt(lit(sd)).or(hour().gt_eq(lit(sh))))
-        .and(date().lt(lit(ed)).or(hour().lt_eq(lit(eh))))
-}
-
+/// Spans starting within `[start, end]` (partitions and start-time statistics prune).
 fn time_filter(start_unix_nano: u64, end_unix_nano: u64) -> Expr {
-    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    partition_filter(start_unix_nano, end_unix_nano).and(
-        col(columns::START_TIME_UNIX_NANO)
-            .between(lit(clamp(start_unix_nano)), lit(clamp(end_unix_nano))),
-    )
+    crate::engine::window_filter(crate::TimeRange {
+        start_unix_nano,
+        end_unix_nano,
+    })
 }
 
 /// Phase 1's HAVING formula over the `bool_or` columns, leaf by leaf.

@@ -250,27 +250,14 @@ async fn windowed(
     range: TimeRange,
     filter: Option<Expr>,
 ) -> Result<DataFrame> {
-    let spans = ctx.table("spans").await?.filter(window_filter(range))?;
+    let spans = ctx
+        .table("spans")
+        .await?
+        .filter(crate::engine::partition_filter(range))?;
     Ok(match filter {
         Some(filter) => spans.filter(filter)?,
         None => spans,
     })
-}
-
-/// `date`/`hour` bounds of `range`, inclusive: prunes Delta partitions, hour granularity.
-fn window_filter(range: TimeRange) -> Expr {
-    let (start_date, start_hour) = tracelake_proto::partition_values(range.start_unix_nano);
-    let (end_date, end_hour) = tracelake_proto::partition_values(range.end_unix_nano);
-    let date = || col(columns::DATE);
-    let hour = || col(columns::HOUR);
-    date()
-        .between(lit(start_date.clone()), lit(end_date.clone()))
-        .and(
-            date()
-                .not_eq(lit(start_date))
-                .or(hour().gt_eq(lit(start_hour))),
-        )
-        .and(date().not_eq(lit(end_date)).or(hour().lt_eq(lit(end_hour))))
 }
 
 /// One row per attribute map of `scope` (one per span, event or link), in column [`K`].
