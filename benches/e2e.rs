@@ -8,12 +8,15 @@
 //! cargo bench --bench e2e -- --traces 20000
 //! ```
 
+mod common;
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/e2e/server.rs"]
 mod server;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::{dir_bytes, percentile};
 use server::TestServer;
 
 struct Args {
@@ -41,31 +44,6 @@ fn parse_args() -> Args {
         i += 1;
     }
     args
-}
-
-fn dir_bytes(dir: &std::path::Path, ext: &str) -> (u64, usize) {
-    let (mut bytes, mut files) = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                files += 1;
-            }
-        }
-    }
-    (bytes, files)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// The tail sampling rules for the loadgen topology.

@@ -26,13 +26,15 @@
 //! 2026-11-02T10:00:00Z), `QUERY_BUDGET_SECS` (stop timing a query after this long once 3
 //! runs are in, 60), `DATA_DIR` (keep the data there instead of a temporary directory).
 
+mod common;
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/e2e/server.rs"]
 mod server;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{dir_bytes, percentile};
 use server::TestServer;
 
 /// Spans per trace of the loadgen workload, for sizing the first chunk; corrected as it goes.
@@ -122,33 +124,8 @@ fn config() -> Config {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e3)
-}
-
-fn dir_bytes(dir: &Path, ext: &str) -> (u64, usize) {
-    let (mut bytes, mut files) = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                files += 1;
-            }
-        }
-    }
-    (bytes, files)
 }
 
 /// A line of system facts: cores, memory, load, date.
