@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use tracelake_proto::span_schema;
 use tracing::{info, warn};
 
+use crate::compact::{compact_and_vacuum, CompactionConfig, CompactionStats};
 use crate::error::{Error, Result};
 use crate::metrics::StorageMetrics;
 use crate::store::{validate_tenant, StorageLocation};
@@ -161,6 +162,9 @@ pub struct Storage {
     shared: Arc<Shared>,
     flush_lock: tokio::sync::Mutex<()>,
     flush_runtime: Option<tokio::runtime::Runtime>,
+    /// Compaction's merges and Parquet encoding run here, off the IO threads and apart from
+    /// flushes.
+    compact_runtime: Option<tokio::runtime::Runtime>,
     /// Held for the process's lifetime: one process per WAL directory.
     _wal_lock: std::fs::File,
 }
@@ -211,6 +215,15 @@ impl Storage {
                 context: "starting the flush runtime".into(),
                 source,
             })?;
+        let compact_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tracelake-compact")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                context: "starting the compaction runtime".into(),
+                source,
+            })?;
         let shared = Arc::new(Shared {
             tenants: Mutex::new(HashMap::new()),
             inserted_through: AtomicU64::new(wal.last_seq()),
@@ -227,6 +240,7 @@ impl Storage {
             shared,
             flush_lock: tokio::sync::Mutex::new(()),
             flush_runtime: Some(flush_runtime),
+            compact_runtime: Some(compact_runtime),
             _wal_lock: lock,
         });
 
@@ -636,6 +650,92 @@ impl Storage {
         Ok(stats)
     }
 
+    /// Compacts the closed hours of every tenant's span table (see [`crate::compact`]), on the
+    /// compaction runtime. A tenant whose compaction fails is logged and skipped.
+    pub async fn compact(&self, config: &CompactionConfig) -> Result<CompactionStats> {
+        let mut tenants = self.config.location.list_tenants().await?;
+        tenants.extend(self.tenants());
+        tenants.sort();
+        tenants.dedup();
+        let mut total = CompactionStats::default();
+        for tenant in tenants {
+            let Some(table) = self.table(&tenant, false).await? else {
+                continue;
+            };
+            let rt = self.compact_runtime.as_ref().ok_or(Error::ShuttingDown)?;
+            let task_config = config.clone();
+            let started = Instant::now();
+            let result = rt
+                .spawn(async move {
+                    compact_and_vacuum(&table, &task_config, std::time::SystemTime::now()).await
+                })
+                .await
+                .map_err(|e| Error::Config(format!("compaction task failed: {e}")))?;
+            match result {
+                Ok((Some(table), stats)) => {
+                    self.install_table(&tenant, table).await;
+                    let m = &self.shared.metrics;
+                    m.compaction_files_removed.inc_by(stats.files_removed);
+                    m.compaction_files_added.inc_by(stats.files_added);
+                    m.compaction_spans.inc_by(stats.spans);
+                    m.compaction_files_vacuumed.inc_by(stats.files_vacuumed);
+                    m.compaction_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    total += stats;
+                }
+                Ok((None, _)) => {}
+                Err(e) => {
+                    self.shared.metrics.compaction_errors.inc();
+                    warn!(tenant, error = %e, "compaction failed; the table is unchanged");
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Makes `table` the tenant's current table if it is newer. Waits for a running flush, so
+    /// that a query never sees a flush's spans both in the table and in the buffer.
+    async fn install_table(&self, tenant: &str, table: DeltaTable) {
+        let _guard = self.flush_lock.lock().await;
+        let mut tenants = self.shared.tenants.lock();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        if state
+            .table
+            .as_ref()
+            .is_none_or(|t| t.version() < table.version())
+        {
+            state.table = Some(table);
+        }
+    }
+
+    /// Runs [`Storage::compact`] every `interval` until `shutdown` resolves.
+    pub async fn run_compactor(
+        self: Arc<Self>,
+        config: CompactionConfig,
+        interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.compact(&config).await {
+                Ok(stats) if stats.files_removed > 0 => info!(
+                    partitions = stats.partitions,
+                    files_removed = stats.files_removed,
+                    files_added = stats.files_added,
+                    spans = stats.spans,
+                    "compaction pass done"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "compaction pass failed"),
+            }
+            self.shared.metrics.compaction_passes.inc();
+        }
+    }
+
     /// Bytes of buffered (unflushed) spans.
     pub fn buffered_bytes(&self) -> u64 {
         self.shared.buffered_bytes.load(Ordering::Relaxed)
@@ -645,6 +745,9 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         if let Some(rt) = self.flush_runtime.take() {
+            rt.shutdown_background();
+        }
+        if let Some(rt) = self.compact_runtime.take() {
             rt.shutdown_background();
         }
     }

@@ -25,6 +25,7 @@
 //! assert_eq!(url.as_str(), "s3://bucket/traces/tenants/default/spans");
 //! ```
 
+pub mod compact;
 mod engine;
 mod error;
 mod metrics;
@@ -32,6 +33,7 @@ mod store;
 pub mod table;
 pub mod wal;
 
+pub use compact::{CompactionConfig, CompactionStats};
 pub use engine::{
     FlushStats, HoldFn, ReplayFn, Storage, StorageConfig, TenantSnapshot, SPANS_DATASET,
     SYSTEM_STREAM_PREFIX,

@@ -20,6 +20,20 @@ pub struct StorageMetrics {
     pub wal_disk_bytes: Gauge,
     /// Bytes of spans buffered in memory.
     pub buffer_bytes: Gauge,
+    /// Files removed from tables by compaction.
+    pub compaction_files_removed: Counter,
+    /// Files written by compaction.
+    pub compaction_files_added: Counter,
+    /// Spans rewritten by compaction.
+    pub compaction_spans: Counter,
+    /// Tenant compactions that failed.
+    pub compaction_errors: Counter,
+    /// Seconds per tenant compaction that rewrote something.
+    pub compaction_seconds: Histogram,
+    /// Background compaction passes finished.
+    pub compaction_passes: Counter,
+    /// Replaced files deleted from storage by the vacuum.
+    pub compaction_files_vacuumed: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -31,6 +45,13 @@ impl Default for StorageMetrics {
             wal_bytes_written: Counter::default(),
             wal_disk_bytes: Gauge::default(),
             buffer_bytes: Gauge::default(),
+            compaction_files_removed: Counter::default(),
+            compaction_files_added: Counter::default(),
+            compaction_spans: Counter::default(),
+            compaction_errors: Counter::default(),
+            compaction_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            compaction_passes: Counter::default(),
+            compaction_files_vacuumed: Counter::default(),
         }
     }
 }
@@ -68,6 +89,41 @@ impl StorageMetrics {
             "tracelake_buffer_bytes",
             "Bytes of spans buffered in memory, not yet flushed",
             m.buffer_bytes.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_files_removed",
+            "Files removed from span tables by compaction (kept on storage until vacuum)",
+            m.compaction_files_removed.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_files_added",
+            "Files written by compaction",
+            m.compaction_files_added.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_spans",
+            "Spans rewritten by compaction",
+            m.compaction_spans.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_errors",
+            "Tenant compactions that failed (the table is left unchanged)",
+            m.compaction_errors.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_duration_seconds",
+            "Duration of one tenant's compaction that rewrote files",
+            m.compaction_seconds.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_passes",
+            "Background compaction passes finished (over every tenant)",
+            m.compaction_passes.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_files_vacuumed",
+            "Files replaced by compaction and then deleted from storage after their retention",
+            m.compaction_files_vacuumed.clone(),
         );
         std::sync::Arc::new(m)
     }

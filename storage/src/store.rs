@@ -112,6 +112,56 @@ impl StorageLocation {
     }
 }
 
+impl StorageLocation {
+    /// The tenants that have a directory under `<root>/tenants/`, sorted. Names that are not
+    /// valid tenant ids are skipped.
+    pub async fn list_tenants(&self) -> Result<Vec<String>> {
+        let url = self
+            .root
+            .join("tenants/")
+            .map_err(|e| Error::Config(format!("tenants url under {}: {e}", self.root)))?;
+        let mut tenants: Vec<String> = if url.scheme() == "file" {
+            let path = url
+                .to_file_path()
+                .map_err(|()| Error::Config(format!("{url} is not a local path")))?;
+            match std::fs::read_dir(&path) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(source) => {
+                    return Err(Error::Io {
+                        context: format!("listing tenants in {}", path.display()),
+                        source,
+                    })
+                }
+            }
+        } else {
+            let table = deltalake::DeltaTable::try_from_url_with_storage_options(
+                url.clone(),
+                self.options.clone(),
+            )
+            .await
+            .map_err(|e| Error::delta(&url, e))?;
+            let listing = table
+                .object_store()
+                .list_with_delimiter(None)
+                .await
+                .map_err(|e| Error::Config(format!("listing tenants in {url}: {e}")))?;
+            listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_string))
+                .collect()
+        };
+        tenants.retain(|t| validate_tenant(t).is_ok());
+        tenants.sort();
+        Ok(tenants)
+    }
+}
+
 /// Checks a tenant id: 1-64 characters from `[A-Za-z0-9_-]`.
 pub fn validate_tenant(tenant: &str) -> Result<()> {
     let ok = !tenant.is_empty()
