@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  for each size in SIZES (ascending, one data directory, ingest only the difference):
-//!    loadgen x CHUNKS ─► serve ─► SIGTERM (final flush) ─► serve again (reads Parquet only)
+//!    loadgen x CHUNKS ─► serve ─► SIGTERM (final flush) ─► tracelake compact (the hour is
+//!      closed: its files merge into large trace-id-sorted ones) ─► serve again (Parquet only)
 //!      chunk i: --start-time BASE + i * 3600/CHUNKS, its own seed
 //!    GET /api/search?q=...&start=BASE&end=BASE+3600&limit=20   WARMUP + RUNS per query
 //!    GET /api/v2/traces/{id}, Accept: application/protobuf    LOOKUPS random ids (by SQL)
@@ -289,16 +290,68 @@ struct SizeResult {
     queries: Vec<QueryResult>,
     lookups: Vec<Duration>,
     lookup_bytes: u64,
+    compaction: Compaction,
+}
+
+/// What `tracelake compact` did after a stage's ingest.
+#[derive(Debug, Default, Clone, Copy)]
+struct Compaction {
+    files_removed: u64,
+    bytes_removed: u64,
+    files_added: u64,
+    spans: u64,
+    secs: f64,
+}
+
+/// Runs `tracelake compact` on the stopped server's data, as an operator (or the server's own
+/// background compactor) would once the hour has closed.
+fn compact(dir: &std::path::Path) -> Compaction {
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
+        .args(["compact", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tracelake compact failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = Compaction {
+        secs: started.elapsed().as_secs_f64(),
+        ..Compaction::default()
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        for (key, value) in line.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+            let n = value.parse().unwrap_or(0);
+            match key {
+                "files_removed" => c.files_removed += n,
+                "bytes_removed" => c.bytes_removed += n,
+                "files_added" => c.files_added += n,
+                "spans" => c.spans += n,
+                _ => {}
+            }
+        }
+    }
+    eprintln!(
+        "compacted {} files into {} ({} spans) in {:.1} s",
+        c.files_removed, c.files_added, c.spans, c.secs
+    );
+    c
 }
 
 fn print_size(r: &SizeResult) {
     println!(
-        "\n### {} spans, {} traces, one hour ({} Parquet files, {:.0} MB; ingest {:.0} spans/s)\n",
+        "\n### {} spans, {} traces, one hour ({} Parquet files, {:.0} MB; ingest {:.0} spans/s; \
+         compaction merged {} files into {} in {:.1} s)\n",
         r.spans,
         r.traces,
         r.files,
         r.parquet_bytes as f64 / 1e6,
-        r.ingest_rate
+        r.ingest_rate,
+        r.compaction.files_removed,
+        r.compaction.files_added,
+        r.compaction.secs,
     );
     println!("| query | runs | median ms | p90 ms | p99 ms | traces | candidates |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
@@ -353,6 +406,7 @@ async fn main() {
         .unwrap();
     let flags = ["--flush-interval", "5s"];
     let (mut total_spans, mut total_traces) = (0u64, 0u64);
+    let mut removed = (0u64, 0u64);
     let mut results = Vec::new();
     for (stage, &size) in config.sizes.iter().enumerate() {
         // Ingest the difference, then restart so that every span is read from Parquet.
@@ -366,9 +420,14 @@ async fn main() {
         total_spans += acked;
         total_traces += traces;
         assert!(srv.terminate().success());
+        let compaction = compact(&dir);
+        removed.0 += compaction.files_removed;
+        removed.1 += compaction.bytes_removed;
         let srv = TestServer::start(&dir, &flags).await;
         assert_eq!(srv.count("").await, total_spans, "spans stored");
-        let (parquet_bytes, files) = dir_bytes(&dir.join("tenants"), "parquet");
+        // Files removed by compaction stay on disk (no vacuum here): count the live ones.
+        let (disk_bytes, disk_files) = dir_bytes(&dir.join("tenants"), "parquet");
+        let (parquet_bytes, files) = (disk_bytes - removed.1, disk_files - removed.0 as usize);
         eprintln!(
             "{total_spans} spans stored ({acked} new in {secs:.0} s); measuring at {}",
             system_facts()
@@ -412,6 +471,7 @@ async fn main() {
             queries,
             lookups,
             lookup_bytes,
+            compaction,
         };
         print_size(&result);
         results.push(result);

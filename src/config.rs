@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tracelake_ingest::sampling::{Rules, SamplingConfig};
+use tracelake_storage::CompactionConfig;
 
 /// Flags of `tracelake serve`. Every flag is optional; unset flags fall back to the config file,
 /// then to the defaults.
@@ -39,6 +40,10 @@ pub(crate) struct ServeArgs {
     /// How often buffered spans are flushed to the table, e.g. 5s, 500ms. Default 5s
     #[arg(long, env = "TRACELAKE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     pub(crate) flush_interval: Option<Duration>,
+    /// How often closed hours are compacted into large trace-id-sorted files; 0 turns the
+    /// background compactor off. Default 5m
+    #[arg(long, env = "TRACELAKE_COMPACTION_INTERVAL", value_parser = humantime::parse_duration)]
+    pub(crate) compaction_interval: Option<Duration>,
 }
 
 /// The config file, as written. Unknown keys are an error, so typos are caught.
@@ -49,7 +54,23 @@ pub(crate) struct FileConfig {
     pub(crate) storage: StorageSection,
     pub(crate) ingest: IngestSection,
     pub(crate) query: QuerySection,
+    pub(crate) compaction: CompactionSection,
     pub(crate) sampling: SamplingConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CompactionSection {
+    #[serde(with = "humantime_serde")]
+    pub(crate) interval: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) grace: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) bucket: Option<Duration>,
+    pub(crate) target_file_bytes: Option<u64>,
+    pub(crate) max_inputs: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) vacuum_retention: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +129,9 @@ pub(crate) struct Config {
     pub(crate) query_timeout: Duration,
     pub(crate) query_max_rows: usize,
     pub(crate) query_memory_limit: usize,
+    /// How often the background compactor runs; zero means never.
+    pub(crate) compaction_interval: Duration,
+    pub(crate) compaction: CompactionConfig,
     /// The config file, read again on `POST /api/sampling/reload` and when it changes.
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) sampling: Rules,
@@ -151,6 +175,45 @@ impl Config {
         if max_request_bytes == 0 || max_request_bytes > MAX_REQUEST_CEILING {
             bail!("ingest.max_request_bytes must be between 1 and {MAX_REQUEST_CEILING}");
         }
+        let compaction_interval = args
+            .compaction_interval
+            .or(file.compaction.interval)
+            .unwrap_or(Duration::from_secs(5 * 60));
+        let defaults = CompactionConfig::default();
+        let compaction = CompactionConfig {
+            grace: file.compaction.grace.unwrap_or(defaults.grace),
+            bucket: file.compaction.bucket.unwrap_or(defaults.bucket),
+            target_file_bytes: file
+                .compaction
+                .target_file_bytes
+                .unwrap_or(defaults.target_file_bytes),
+            max_inputs: file.compaction.max_inputs.unwrap_or(defaults.max_inputs),
+            vacuum_retention: file
+                .compaction
+                .vacuum_retention
+                .or(defaults.vacuum_retention),
+            ..defaults
+        };
+        if compaction
+            .vacuum_retention
+            .is_some_and(|r| r < Duration::from_secs(60))
+        {
+            bail!(
+                "compaction.vacuum_retention must be at least 1m: queries may still read replaced files"
+            );
+        }
+        if compaction.target_file_bytes < 1024 * 1024 {
+            bail!("compaction.target_file_bytes must be at least 1048576 (1 MiB)");
+        }
+        let bucket = compaction.bucket;
+        if bucket.subsec_nanos() != 0 || bucket.as_secs() < 60 || 3600 % bucket.as_secs() != 0 {
+            bail!(
+                "compaction.bucket {bucket:?} must be whole seconds, at least 1m, and divide an hour (e.g. 1m, 5m, 10m, 15m, 30m, 1h)"
+            );
+        }
+        if compaction.max_inputs < 2 {
+            bail!("compaction.max_inputs must be at least 2");
+        }
         let sampling = file.sampling.compile().map_err(anyhow::Error::msg)?;
         let mut storage_options = file.storage.options;
         // The usual AWS_* variables configure S3 when the file does not.
@@ -190,6 +253,8 @@ impl Config {
             query_timeout: file.query.timeout.unwrap_or(Duration::from_secs(30)),
             query_max_rows: file.query.max_rows.unwrap_or(100_000),
             query_memory_limit: file.query.memory_limit_bytes.unwrap_or(1024 * 1024 * 1024),
+            compaction_interval,
+            compaction,
             config_file: args.config.clone(),
             sampling,
         })
@@ -259,6 +324,23 @@ timeout = "30s"
 max_rows = 100000
 # Memory all running queries may hold together.
 memory_limit_bytes = 1073741824
+
+[compaction]
+# Once an hour has ended (plus `grace`, for late spans), its small files are merged into files
+# of about target_file_bytes sorted by trace id, so that a trace lookup reads one row group.
+# How often the background compactor looks for work (flag --compaction-interval); "0s" = off.
+# `tracelake compact` runs one pass by hand.
+interval = "5m"
+grace = "10m"
+# Within an hour, spans are sorted by trace id inside buckets of this width: a trace lookup
+# checks one row group per bucket, a search's time slice reads a bucket or two.
+bucket = "5m"
+target_file_bytes = 134217728
+# At most this many files are merged at once; memory is about one row group (a few MB) each.
+max_inputs = 128
+# Replaced files are deleted from storage this long after compaction (Delta vacuum, lite mode).
+# Readers of an older table version need them until then; at least 1m.
+vacuum_retention = "24h"
 
 [sampling]
 # Dynamic weighted tail sampling. Off by default: every span is kept (adjusted_count = 1).
@@ -362,6 +444,17 @@ mod tests {
         assert_eq!(from_file.flush_bytes, defaults.flush_bytes);
         assert_eq!(from_file.max_request_bytes, defaults.max_request_bytes);
         assert_eq!(from_file.query_timeout, defaults.query_timeout);
+        assert_eq!(from_file.compaction_interval, defaults.compaction_interval);
+        assert_eq!(from_file.compaction.grace, defaults.compaction.grace);
+        assert_eq!(from_file.compaction.bucket, defaults.compaction.bucket);
+        assert_eq!(
+            from_file.compaction.target_file_bytes,
+            defaults.compaction.target_file_bytes
+        );
+        assert_eq!(
+            from_file.compaction.max_inputs,
+            defaults.compaction.max_inputs
+        );
         assert_eq!(
             file.sampling,
             tracelake_ingest::sampling::SamplingConfig::default()
@@ -408,6 +501,40 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.flush_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_compaction_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            Config::load(&ServeArgs {
+                config: Some(path),
+                ..Default::default()
+            })
+            .map_err(|e| format!("{e:#}"))
+        };
+        let err = load("[compaction]\nmax_inputs = 1\n").unwrap_err();
+        assert!(err.contains("max_inputs must be at least 2"), "{err}");
+        let err = load("[compaction]\ntarget_file_bytes = 1000\n").unwrap_err();
+        assert!(err.contains("target_file_bytes must be at least"), "{err}");
+        let err = load("[compaction]\ninterval = \"soon\"\n").unwrap_err();
+        assert!(err.contains("interval"), "{err}");
+        let err = load("[compaction]\nvacuum_retention = \"5s\"\n").unwrap_err();
+        assert!(
+            err.contains("vacuum_retention must be at least 1m"),
+            "{err}"
+        );
+        for bad in ["7m", "30s", "11m"] {
+            let err = load(&format!("[compaction]\nbucket = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                err.contains("must be whole seconds, at least 1m"),
+                "{bad}: {err}"
+            );
+        }
+        let off = load("[compaction]\ninterval = \"0s\"\n").unwrap();
+        assert!(off.compaction_interval.is_zero());
     }
 }
 

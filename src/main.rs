@@ -1,4 +1,4 @@
-//! The `tracelake` binary: `serve`, `loadgen`, `sampler-eval` and `config example`.
+//! The `tracelake` binary: `serve`, `compact`, `loadgen`, `sampler-eval` and `config example`.
 
 mod config;
 mod loadgen;
@@ -19,6 +19,9 @@ struct Cli {
 enum Command {
     /// Run the server: OTLP receivers, storage, query and HTTP APIs.
     Serve(config::ServeArgs),
+    /// Compact the closed hours of every tenant's span table once, then exit (the server also
+    /// does this every --compaction-interval). Takes the same storage flags as `serve`.
+    Compact(config::ServeArgs),
     /// Send a realistic synthetic OTLP workload to a server.
     Loadgen(loadgen::LoadgenArgs),
     /// Compare the tail sampler with uniform sampling on a synthetic workload with known truth.
@@ -72,6 +75,10 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => {
             init_tracing();
             config::Config::load(&args).and_then(|cfg| runtime.block_on(serve::run(cfg)))
+        }
+        Command::Compact(args) => {
+            init_tracing();
+            config::Config::load(&args).and_then(|cfg| runtime.block_on(serve::compact_once(cfg)))
         }
         Command::Loadgen(args) => {
             init_tracing();

@@ -77,6 +77,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let stop_flusher = CancellationToken::new();
     let flusher =
         tokio::spawn(Arc::clone(&storage).run_flusher(stop_flusher.clone().cancelled_owned()));
+    let stop_compactor = CancellationToken::new();
+    let compactor = (!config.compaction_interval.is_zero()).then(|| {
+        tokio::spawn(Arc::clone(&storage).run_compactor(
+            config.compaction.clone(),
+            config.compaction_interval,
+            stop_compactor.clone().cancelled_owned(),
+        ))
+    });
     let stop_sampler = CancellationToken::new();
     let sampler_task = tokio::spawn(
         Arc::clone(&sampler).run(Arc::clone(&storage), stop_sampler.clone().cancelled_owned()),
@@ -161,6 +169,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             "client connections still open after the drain timeout; closing them"
         );
         servers.shutdown().await;
+    }
+    stop_compactor.cancel();
+    if let Some(compactor) = compactor {
+        let _ = compactor.await;
     }
     // Decide every buffered trace, so the final flush commits them and the WAL can go.
     stop_sampler.cancel();
@@ -262,6 +274,35 @@ async fn bind(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
     println!("listening {name} {local}");
     info!(listener = name, addr = %local, "listening");
     Ok(listener)
+}
+
+/// `tracelake compact`: one compaction pass over every tenant's span table, then exit. Safe
+/// next to a running server: the commits are Delta rewrites without data change.
+pub(crate) async fn compact_once(config: Config) -> anyhow::Result<()> {
+    let location = StorageLocation::parse(&config.storage_url, config.storage_options.clone())
+        .context("storage url")?;
+    let started = std::time::Instant::now();
+    let done = tracelake_storage::compact::compact_location(&location, &config.compaction)
+        .await
+        .context("compaction")?;
+    for (tenant, stats) in &done {
+        println!(
+            "tenant={tenant} hours={} files_removed={} bytes_removed={} files_added={} bytes_added={} spans={} files_vacuumed={}",
+            stats.partitions,
+            stats.files_removed,
+            stats.bytes_removed,
+            stats.files_added,
+            stats.bytes_added,
+            stats.spans,
+            stats.files_vacuumed,
+        );
+    }
+    println!(
+        "compacted {} tenant(s) in {:.1}s",
+        done.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `tracelake` binary on port-0 listeners, driven by real clients
 //! (the OpenTelemetry SDK's OTLP exporters, the generated OTLP gRPC client, HTTP).
 
+mod compaction;
 mod data;
 mod defaults;
 mod delta_readers;
