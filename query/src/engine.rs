@@ -142,6 +142,7 @@ impl QueryEngine {
         opts.execution.parquet.bloom_filter_on_read = true;
         opts.execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime_env));
+        crate::sketch::register(&ctx);
         ctx.register_table(
             "spans",
             Arc::new(SpansTable::new(

@@ -21,6 +21,7 @@ pub mod guard;
 pub mod jaeger;
 mod provider;
 pub mod search;
+pub mod sketch;
 pub mod tags;
 pub mod traceql;
 
