@@ -74,6 +74,17 @@ fn binary_types() -> Vec<DataType> {
     ]
 }
 
+/// One argument: a sketch, of any binary type.
+fn one_sketch_argument() -> Signature {
+    Signature::one_of(
+        binary_types()
+            .into_iter()
+            .map(|t| TypeSignature::Exact(vec![t]))
+            .collect(),
+        Volatility::Immutable,
+    )
+}
+
 /// Each non-null sketch in `array` (any binary type), in order.
 fn sketches(array: &ArrayRef) -> Result<Vec<Option<DDSketch>>> {
     let array = cast(array, &DataType::Binary)?;
@@ -119,13 +130,7 @@ impl SketchAgg {
         Self {
             name: "ddsketch_merge",
             merge: true,
-            signature: Signature::one_of(
-                binary_types()
-                    .into_iter()
-                    .map(|t| TypeSignature::Exact(vec![t]))
-                    .collect(),
-                Volatility::Immutable,
-            ),
+            signature: one_sketch_argument(),
         }
     }
 }
@@ -265,13 +270,7 @@ impl SketchRead {
         Self {
             name: "ddsketch_count",
             quantile: false,
-            signature: Signature::one_of(
-                binary_types()
-                    .into_iter()
-                    .map(|t| TypeSignature::Exact(vec![t]))
-                    .collect(),
-                Volatility::Immutable,
-            ),
+            signature: one_sketch_argument(),
         }
     }
 }

@@ -61,6 +61,17 @@ fn config(dir: &std::path::Path) -> StorageConfig {
     StorageConfig::for_location(location, dir.join("wal"))
 }
 
+/// A storage engine under `dir` (no WAL replay work: records carry no spans).
+async fn open(dir: &std::path::Path) -> Arc<Storage> {
+    Storage::open(
+        config(dir),
+        Arc::new(StorageMetrics::default()),
+        &mut |_| Ok(None),
+    )
+    .await
+    .unwrap()
+}
+
 /// `(date, hour, path, size)` of every file in the table.
 fn files(table: &DeltaTable) -> Vec<(String, String, String, u64)> {
     let state = table.snapshot().unwrap();
@@ -160,13 +171,7 @@ fn trace_ranges(path: &std::path::Path) -> (Vec<Range>, bool) {
 #[tokio::test]
 async fn closed_hours_merge_into_sorted_files_with_their_own_trace_ranges() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(
-        config(dir.path()),
-        Arc::new(StorageMetrics::default()),
-        &mut |_| Ok(None),
-    )
-    .await
-    .unwrap();
+    let storage = open(dir.path()).await;
     // An hour that cannot close while the test runs.
     let young = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -361,13 +366,7 @@ async fn closed_hours_merge_into_sorted_files_with_their_own_trace_ranges() {
 
     // After a restart the compacted table is what is read, and the buffer replays.
     drop(storage);
-    let storage = Storage::open(
-        config(dir.path()),
-        Arc::new(StorageMetrics::default()),
-        &mut |_| Ok(None),
-    )
-    .await
-    .unwrap();
+    let storage = open(dir.path()).await;
     let reopened = storage.snapshot("default").await.unwrap().table.unwrap();
     assert_eq!(reopened.version(), table.version());
 }

@@ -1,7 +1,7 @@
 //! Compaction through the real binary: the server's background compactor and `tracelake
 //! compact` merge a closed hour's files, and every trace, search and count is unchanged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -119,25 +119,45 @@ async fn search(server: &TestServer, q: &str) -> Vec<String> {
     ids
 }
 
-fn config_file(dir: &Path) -> String {
+/// A config file with no grace period, the data directory, and the server flags.
+fn setup(dir: &Path, compaction_interval: &str) -> (String, PathBuf, Vec<String>) {
     let path = dir.join("tracelake.toml");
     std::fs::write(&path, "[compaction]\ngrace = \"0s\"\n").unwrap();
-    path.to_str().unwrap().to_string()
+    let config = path.to_str().unwrap().to_string();
+    let flags = [
+        "--config",
+        &config,
+        "--flush-interval",
+        "100ms",
+        "--compaction-interval",
+        compaction_interval,
+    ]
+    .map(String::from)
+    .to_vec();
+    (config, dir.join("data"), flags)
+}
+
+/// Runs `tracelake compact` on a stopped server's data; its stdout.
+fn compact_cli(config: &str, data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracelake"))
+        .args(["compact", "--config", config, "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 #[tokio::test]
 async fn the_background_compactor_merges_closed_hours_and_answers_stay_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let data = dir.path().join("data");
-    let flags = [
-        "--config",
-        config.as_str(),
-        "--flush-interval",
-        "100ms",
-        "--compaction-interval",
-        "1s",
-    ];
+    let (config, data, flags) = setup(dir.path(), "1s");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut server = TestServer::start(&data, &flags).await;
     let sent = send_in_flushes(&server, 6).await;
     // Each batch sends svc-0, svc-1 and svc-2 in that order: svc-1 is every third trace.
@@ -171,13 +191,7 @@ async fn the_background_compactor_merges_closed_hours_and_answers_stay_the_same(
 
     // After a restart, from Parquet only: the same answers, and nothing left to compact.
     assert!(server.terminate().success());
-    let out = Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .args(["compact", "--config", &config, "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = compact_cli(&config, &data);
     assert!(
         stdout.contains("tenant=default hours=0 files_removed=0"),
         "{stdout}"
@@ -193,16 +207,8 @@ async fn the_background_compactor_merges_closed_hours_and_answers_stay_the_same(
 #[tokio::test]
 async fn tracelake_compact_merges_a_stopped_servers_files() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let data = dir.path().join("data");
-    let flags = [
-        "--config",
-        config.as_str(),
-        "--flush-interval",
-        "100ms",
-        "--compaction-interval",
-        "0s",
-    ];
+    let (config, data, flags) = setup(dir.path(), "0s");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut server = TestServer::start(&data, &flags).await;
     let sent = send_in_flushes(&server, 4).await;
     assert!(server.terminate().success());
@@ -212,17 +218,7 @@ async fn tracelake_compact_merges_a_stopped_servers_files() {
         "compaction is off: one file per flush"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .args(["compact", "--config", &config, "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = compact_cli(&config, &data);
     // The four flushes were seconds apart: one 5-minute bucket, two if they straddle a
     // boundary.
     let added: u64 = stdout
