@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message;
 
 use crate::data::{flatten, rich_trace, send, trace_id};
+use crate::durability::parquet_files;
 use crate::server::TestServer;
 
 /// Two days: the spans land in an hour that closed long ago.
@@ -235,21 +236,4 @@ async fn tracelake_compact_merges_a_stopped_servers_files() {
 
     let server = TestServer::start(&data, &flags).await;
     assert_traces(&server, &sent).await;
-}
-
-/// Parquet files on disk under the data directory's tables.
-fn parquet_files(data: &Path) -> usize {
-    fn walk(dir: &Path, n: &mut usize) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, n);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                *n += 1;
-            }
-        }
-    }
-    let mut n = 0;
-    walk(&data.join("tenants"), &mut n);
-    n
 }

@@ -19,23 +19,9 @@ async fn send_traces(server: &TestServer, first: u64, traces: u64, spans: u64) {
     }
 }
 
-fn parquet_files(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.join("tenants")];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                n += 1;
-            }
-        }
-    }
-    n
+/// Parquet files under the data directory's tables.
+pub(crate) fn parquet_files(data_dir: &std::path::Path) -> usize {
+    crate::common::dir_bytes(&data_dir.join("tenants"), "parquet").1
 }
 
 #[tokio::test]

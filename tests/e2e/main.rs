@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `tracelake` binary on port-0 listeners, driven by real clients
 //! (the OpenTelemetry SDK's OTLP exporters, the generated OTLP gRPC client, HTTP).
 
+#[allow(dead_code)]
+#[path = "../../benches/common/mod.rs"]
+mod common;
 mod compaction;
 mod data;
 mod defaults;
