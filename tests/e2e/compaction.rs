@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use crate::data::{flatten, rich_trace, send, trace_id};
 use crate::durability::parquet_files;
+use crate::otlp::get_trace_proto;
 use crate::server::TestServer;
 
 /// Two days: the spans land in an hour that closed long ago.
@@ -73,16 +73,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Every trace comes back exactly as sent, over v1 protobuf.
 async fn assert_traces(server: &TestServer, sent: &[(String, ResourceSpans)]) {
-    let client = reqwest::Client::new();
     for (id, rs) in sent {
-        let resp = client
-            .get(server.url(&format!("/api/traces/{id}")))
-            .header("Accept", "application/protobuf")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "trace {id}");
-        let got = TracesData::decode(resp.bytes().await.unwrap()).unwrap();
+        let got = get_trace_proto(server, id).await;
         assert_eq!(
             flatten(&got.resource_spans),
             flatten(std::slice::from_ref(rs)),

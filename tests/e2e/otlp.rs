@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::data::{flatten, request, rich_trace, trace_id};
 use crate::server::{run_loadgen, TestServer};
 
-async fn get_trace_proto(server: &TestServer, id: &str) -> TracesData {
+pub(crate) async fn get_trace_proto(server: &TestServer, id: &str) -> TracesData {
     let resp = reqwest::Client::new()
         .get(server.url(&format!("/api/traces/{id}")))
         .header("Accept", "application/protobuf")
