@@ -327,14 +327,15 @@ memory_limit_bytes = 1073741824
 
 [compaction]
 # Once an hour has ended (plus `grace`, for late spans), its small files are merged into files
-# of about target_file_bytes sorted by trace id, so that a trace lookup reads one row group.
+# of up to target_file_bytes, and a trace index of the hour is written (trace id -> first and
+# last span start), so that a trace lookup reads one index page and the trace's bucket or two.
 # How often the background compactor looks for work (flag --compaction-interval); "0s" = off.
 # `tracelake compact` runs one pass by hand.
 interval = "5m"
 grace = "10m"
-# Within an hour, spans are sorted by trace id inside buckets of this width: a trace lookup
-# checks one row group per bucket, a search's time slice reads a bucket or two.
-bucket = "5m"
+# Within an hour, spans are sorted by trace id inside time buckets of this width: a search's
+# time slice reads only the buckets it overlaps.
+bucket = "1m"
 target_file_bytes = 134217728
 # At most this many files are merged at once; memory is about one row group (a few MB) each.
 max_inputs = 128

@@ -5,21 +5,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::Expr;
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use deltalake::DeltaTable;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tracelake_proto::columns;
+use tracelake_storage::trace_index::{self, index_columns, IndexCoverage};
 use tracelake_storage::{validate_tenant, Storage};
 
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::provider::SpansTable;
+use crate::provider::{DeltaFilter, DeltaSnapshotTable, SpansTable};
 
 /// Limits and tuning of the query engine.
 #[derive(Debug, Clone)]
@@ -95,7 +98,100 @@ pub struct QueryEngine {
     config: QueryConfig,
     runtime_env: Arc<RuntimeEnv>,
     contexts: Mutex<HashMap<String, SessionContext>>,
+    coverage: Arc<CoverageCache>,
     runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Versions of a tenant's span table and trace index.
+type Versions = (Option<u64>, Option<u64>);
+
+/// Index coverage per tenant, computed once per (span table, index) version pair: it walks
+/// every file of both logs.
+#[derive(Default)]
+struct CoverageCache {
+    entries: Mutex<HashMap<String, (Versions, Arc<IndexCoverage>)>>,
+}
+
+impl CoverageCache {
+    fn get(
+        &self,
+        tenant: &str,
+        table: &DeltaTable,
+        index: &DeltaTable,
+    ) -> Result<Arc<IndexCoverage>> {
+        let versions = (table.version(), index.version());
+        if let Some((v, c)) = self.entries.lock().get(tenant) {
+            if *v == versions {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let covered = Arc::new(
+            trace_index::coverage(table, Some(index))
+                .map_err(|e| Error::Internal(format!("trace index coverage: {e}")))?,
+        );
+        self.entries
+            .lock()
+            .insert(tenant.to_string(), (versions, Arc::clone(&covered)));
+        Ok(covered)
+    }
+}
+
+/// At most this many hours outside the index are listed in a lookup's narrowing; with more,
+/// the lookup scans by trace id alone.
+const MAX_UNINDEXED_HOURS: usize = 48;
+
+/// The Delta-side narrowing of a lookup (`filter` selects the trace id and the partitions):
+/// each indexed hour only within the trace's time range there, or not at all when the trace
+/// is not in its index; unindexed hours whole.
+async fn index_narrowing(
+    ctx: &SessionContext,
+    index: &DeltaTable,
+    covered: &IndexCoverage,
+    filter: Expr,
+) -> Result<DeltaFilter> {
+    if covered.indexed.is_empty() || covered.unindexed.len() > MAX_UNINDEXED_HOURS {
+        return Ok(DeltaFilter::None);
+    }
+    let table = DeltaSnapshotTable::new(index.clone(), trace_index::index_schema());
+    let hits = ctx
+        .read_table(Arc::new(table))?
+        .filter(filter)?
+        .select_columns(&[
+            columns::DATE,
+            columns::HOUR,
+            index_columns::START_MIN,
+            index_columns::START_MAX,
+        ])?
+        .collect()
+        .await?;
+    let hour = |d: &str, h: &str| {
+        col(columns::DATE)
+            .eq(lit(d.to_string()))
+            .and(col(columns::HOUR).eq(lit(h.to_string())))
+    };
+    let mut terms: Vec<Expr> = covered.unindexed.iter().map(|(d, h)| hour(d, h)).collect();
+    for batch in &hits {
+        let dates = batch.column(0).as_string::<i32>();
+        let hours = batch.column(1).as_string::<i32>();
+        let mins = batch.column(2).as_primitive::<Int64Type>();
+        let maxs = batch.column(3).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            let key = (dates.value(i).to_string(), hours.value(i).to_string());
+            if !covered.indexed.contains(&key) {
+                continue;
+            }
+            let start = col(columns::START_TIME_UNIX_NANO);
+            let mut term = hour(&key.0, &key.1);
+            if mins.is_valid(i) && maxs.is_valid(i) {
+                term = term.and(start.between(lit(mins.value(i)), lit(maxs.value(i))));
+            }
+            terms.push(term);
+        }
+    }
+    Ok(match terms.into_iter().reduce(Expr::or) {
+        Some(narrowing) => DeltaFilter::Narrow(narrowing),
+        None => DeltaFilter::Skip,
+    })
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -123,6 +219,7 @@ impl QueryEngine {
             config,
             runtime_env,
             contexts: Mutex::new(HashMap::new()),
+            coverage: Arc::default(),
             runtime: Some(runtime),
         })
     }
@@ -175,6 +272,10 @@ impl QueryEngine {
     }
 
     /// All spans of one trace, ordered by start time. Empty when the trace is unknown.
+    ///
+    /// Hours covered by the trace index (see [`tracelake_storage::trace_index`]) are read only
+    /// within the trace's time range there; the other hours and the buffer are searched by
+    /// trace id (file and row-group statistics, bloom filters).
     pub async fn trace_by_id(
         &self,
         tenant: &str,
@@ -182,15 +283,27 @@ impl QueryEngine {
         range: Option<TimeRange>,
     ) -> Result<Vec<RecordBatch>> {
         let ctx = self.context(tenant)?;
+        let storage = Arc::clone(&self.storage);
+        let coverage = Arc::clone(&self.coverage);
+        let tenant = tenant.to_string();
         self.run(async move {
-            let mut filter =
-                col(columns::TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec()))));
+            let id =
+                || col(columns::TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec()))));
+            let mut filter = id();
             if let Some(r) = range {
                 filter = filter.and(partition_filter(r));
             }
+            let snapshot = storage.snapshot(&tenant).await?;
+            let narrowing = match (&snapshot.table, &snapshot.index) {
+                (Some(table), Some(index)) => {
+                    let covered = coverage.get(&tenant, table, index)?;
+                    index_narrowing(&ctx, index, &covered, filter.clone()).await?
+                }
+                _ => DeltaFilter::None,
+            };
+            let spans = SpansTable::pinned(storage, tenant, snapshot, narrowing);
             let df = ctx
-                .table("spans")
-                .await?
+                .read_table(Arc::new(spans))?
                 .filter(filter)?
                 .sort(vec![col(columns::START_TIME_UNIX_NANO).sort(true, true)])?;
             Ok(df.collect().await?)

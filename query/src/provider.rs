@@ -16,6 +16,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
+use deltalake::DeltaTable;
 use tracelake_storage::{Storage, TenantSnapshot};
 
 /// A tenant's spans: Delta table ∪ write buffer.
@@ -24,6 +25,22 @@ pub(crate) struct SpansTable {
     storage: Arc<Storage>,
     tenant: String,
     schema: SchemaRef,
+    /// A snapshot to read instead of a fresh one per scan.
+    pinned: Option<TenantSnapshot>,
+    /// Extra filters for the Delta scan only, never the buffer: a narrowing known to keep
+    /// every matching row of the table (the trace index's time ranges).
+    delta_filter: DeltaFilter,
+}
+
+/// Extra filtering of the Delta side of a [`SpansTable`] scan.
+#[derive(Debug, Clone)]
+pub(crate) enum DeltaFilter {
+    /// Scan the table with the query's filters only.
+    None,
+    /// Also prune with this filter.
+    Narrow(Expr),
+    /// The table holds no matching row: skip it.
+    Skip,
 }
 
 impl SpansTable {
@@ -32,7 +49,89 @@ impl SpansTable {
             storage,
             tenant,
             schema: tracelake_proto::span_schema(),
+            pinned: None,
+            delta_filter: DeltaFilter::None,
         }
+    }
+
+    /// The spans of one snapshot, with `delta_filter` applied to its table.
+    pub(crate) fn pinned(
+        storage: Arc<Storage>,
+        tenant: String,
+        snapshot: TenantSnapshot,
+        delta_filter: DeltaFilter,
+    ) -> Self {
+        Self {
+            pinned: Some(snapshot),
+            delta_filter,
+            ..Self::new(storage, tenant)
+        }
+    }
+}
+
+/// Plans a scan of one Delta table snapshot, read with `schema`.
+pub(crate) async fn delta_scan(
+    table: &DeltaTable,
+    schema: &SchemaRef,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    table
+        .update_datafusion_session(state)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .snapshot()
+        .clone();
+    let mut config = DeltaScanConfig::new()
+        .with_wrap_partition_values(false)
+        .with_schema(Arc::clone(schema));
+    config.schema_force_view_types = false;
+    let scan = DeltaScanNext::new(snapshot, config)?;
+    scan.scan(state, projection, filters, limit).await
+}
+
+/// One Delta table snapshot as a table (the trace index).
+#[derive(Debug)]
+pub(crate) struct DeltaSnapshotTable {
+    table: DeltaTable,
+    schema: SchemaRef,
+}
+
+impl DeltaSnapshotTable {
+    pub(crate) fn new(table: DeltaTable, schema: SchemaRef) -> Self {
+        Self { table, schema }
+    }
+}
+
+#[async_trait]
+impl TableProvider for DeltaSnapshotTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        delta_scan(&self.table, &self.schema, state, projection, filters, limit).await
     }
 }
 
@@ -62,27 +161,32 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let TenantSnapshot { table, buffered } = self
-            .storage
-            .snapshot(&self.tenant)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let TenantSnapshot {
+            table, buffered, ..
+        } = match &self.pinned {
+            Some(snapshot) => snapshot.clone(),
+            None => self
+                .storage
+                .snapshot(&self.tenant)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(2);
         if let Some(table) = table {
-            table
-                .update_datafusion_session(state)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let snapshot = table
-                .snapshot()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .snapshot()
-                .clone();
-            let mut config = DeltaScanConfig::new()
-                .with_wrap_partition_values(false)
-                .with_schema(Arc::clone(&self.schema));
-            config.schema_force_view_types = false;
-            let scan = DeltaScanNext::new(snapshot, config)?;
-            inputs.push(scan.scan(state, projection, filters, limit).await?);
+            let mut filters = filters.to_vec();
+            let scan = match &self.delta_filter {
+                DeltaFilter::None => true,
+                DeltaFilter::Narrow(extra) => {
+                    filters.push(extra.clone());
+                    true
+                }
+                DeltaFilter::Skip => false,
+            };
+            if scan {
+                inputs.push(
+                    delta_scan(&table, &self.schema, state, projection, &filters, limit).await?,
+                );
+            }
         }
         if !buffered.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(

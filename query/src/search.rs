@@ -464,13 +464,23 @@ async fn search(
             end_unix_nano: hi,
             ..req.clone()
         };
+        let started = std::time::Instant::now();
         let found = collect_candidates(candidates_frame(&ctx, &plan, &scan, lo).await?).await?;
+        let phase1 = started.elapsed();
         let candidates: Vec<([u8; 16], i64)> = found
             .into_iter()
             .filter(|(id, _)| seen.insert(*id))
             .collect();
         response.candidate_traces += candidates.len() as u64;
         check(&ctx, &plan, &req, &candidates, limit, &mut response).await?;
+        tracing::debug!(
+            slice_secs = (hi - lo) / 1_000_000_000,
+            candidates = candidates.len(),
+            matched = response.traces.len(),
+            phase1_ms = phase1.as_secs_f64() * 1e3,
+            phase2_ms = (started.elapsed() - phase1).as_secs_f64() * 1e3,
+            "search slice"
+        );
         if response.traces.len() >= limit || lo <= req.start_unix_nano {
             break;
         }

@@ -1,31 +1,34 @@
 //! Compaction: rewrite each closed hour as a few large files, sorted by trace id within
-//! five-minute time buckets.
+//! one-minute time buckets.
 //!
 //! Every flush writes one small Parquet file per (date, hour) partition it touches, sorted by
-//! `(trace_id, start_time_unix_nano)`. A busy hour ends up with hundreds of them, and a trace
-//! lookup must then consult every file's bloom filter: its cost grows with the file count.
+//! `(trace_id, start_time_unix_nano)`. A busy hour ends up with hundreds of them, and every
+//! read pays per file (open, footer, statistics, bloom filter).
 //!
 //! Once an hour is closed (its end plus a grace period has passed, so late spans have had time
 //! to arrive), the compactor rewrites it:
 //!
 //! ```text
 //!  small files of one (date, hour), each sorted by trace id
-//!    │ split by time bucket (5 min by default; a file straddling a boundary feeds both)
+//!    │ split by time bucket (1 min by default; a file straddling a boundary feeds both)
 //!    v
 //!  per bucket: streaming k-way merge on (trace_id, start) ──► files of ~target size, tagged
 //!    │                                                        tracelake.bucket = <start secs>
 //!    v
 //!  one Delta commit per hour: remove the inputs, add the outputs (dataChange = false)
+//!    │
+//!    v
+//!  the hour's trace index (crate::trace_index): trace id -> first and last start
 //! ```
 //!
-//! Why buckets, and not one sort by trace id over the whole hour: the two read paths want
-//! opposite layouts. A trace lookup wants trace-id order (min/max statistics then rule out every
-//! row group but one); a TraceQL search walks the window newest first in time slices and wants
-//! time order (start-time statistics then rule out everything outside the slice). Sorting by
-//! trace id inside short buckets serves both: a lookup checks one row group per bucket (12 per
-//! hour) however many spans the hour holds, and a search slice reads at most a bucket or two.
-//! Sorting the whole hour by trace id made each search slice read the whole hour (measured: 2-3x
-//! slower searches at 1M-3M spans; see BENCHMARKS.md).
+//! Why short buckets: the two read paths want opposite layouts. A TraceQL search walks the
+//! window newest first in time slices and wants time order (start-time statistics then rule
+//! out everything outside the slice); a lookup by trace id wants trace-id order. Sorting a whole
+//! hour by trace id made each search slice read the whole hour (measured: 2-3x slower
+//! searches; see BENCHMARKS.md), and five-minute buckets made a one-minute slice decode five
+//! minutes. One-minute buckets give a search slice exactly its minutes; lookups do not check
+//! every bucket, because the trace index tells them which minutes hold the trace. Within a
+//! bucket, trace-id order still lets min/max statistics and the page index find a trace's rows.
 //!
 //! - The inputs are already sorted, so a streaming merge suffices: memory is about one batch and
 //!   one row group per input, never the whole hour. At most `max_inputs` files are merged at
@@ -104,7 +107,7 @@ impl Default for CompactionConfig {
     fn default() -> Self {
         Self {
             grace: Duration::from_secs(10 * 60),
-            bucket: Duration::from_secs(5 * 60),
+            bucket: Duration::from_secs(60),
             target_file_bytes: 128 * 1024 * 1024,
             max_inputs: 128,
             batch_rows: 4096,
@@ -130,6 +133,8 @@ pub struct CompactionStats {
     pub bytes_added: u64,
     /// Replaced files deleted from storage by the vacuum after their retention.
     pub files_vacuumed: u64,
+    /// Hours whose trace index was built (see [`crate::trace_index`]).
+    pub hours_indexed: u64,
 }
 
 impl std::ops::AddAssign for CompactionStats {
@@ -141,6 +146,7 @@ impl std::ops::AddAssign for CompactionStats {
         self.bytes_removed += o.bytes_removed;
         self.bytes_added += o.bytes_added;
         self.files_vacuumed += o.files_vacuumed;
+        self.hours_indexed += o.hours_indexed;
     }
 }
 
@@ -153,14 +159,40 @@ struct HourPlan {
 }
 
 #[derive(Debug, Clone)]
-struct FileRef {
-    path: deltalake::Path,
-    size: u64,
+pub(crate) struct FileRef {
+    pub(crate) path: deltalake::Path,
+    pub(crate) size: u64,
     /// Row count from the file's Delta stats, when present.
-    records: Option<u64>,
+    pub(crate) records: Option<u64>,
     /// The bucket start (unix seconds) of a compacted file.
-    bucket: Option<i64>,
-    remove: Action,
+    pub(crate) bucket: Option<i64>,
+    pub(crate) remove: Action,
+}
+
+/// A live file of a table partitioned by `(date, hour)`, with its partition; `None` for a file
+/// with a deletion vector or without both partition values.
+pub(crate) fn file_ref(file: &LogicalFileView) -> Option<((String, String), FileRef)> {
+    if file.deletion_vector_descriptor().is_some() {
+        return None;
+    }
+    let values = file.partition_values_map();
+    let get = |k: &str| values.get(k).cloned().flatten();
+    let (date, hour) = (get(columns::DATE)?, get(columns::HOUR)?);
+    #[allow(deprecated)] // the tags are only reachable through the Add action
+    let bucket = file
+        .add_action()
+        .tags
+        .as_ref()
+        .and_then(|t| t.get(BUCKET_TAG).cloned().flatten())
+        .and_then(|b| b.parse().ok());
+    let file = FileRef {
+        path: file.object_store_path(),
+        size: u64::try_from(file.size()).unwrap_or(0),
+        records: file.num_records().map(|n| n as u64),
+        bucket,
+        remove: Action::Remove(file.remove_action(false)),
+    };
+    Some(((date, hour), file))
 }
 
 /// The start of a `(date, hour)` partition, if its values parse.
@@ -179,34 +211,12 @@ fn plan(
     now: SystemTime,
 ) -> Vec<HourPlan> {
     let mut by_partition: BTreeMap<(String, String), Vec<FileRef>> = BTreeMap::new();
-    for file in files {
-        if file.deletion_vector_descriptor().is_some() {
-            continue;
-        }
-        let values = file.partition_values_map();
-        let get = |k: &str| values.get(k).cloned().flatten();
-        let (Some(date), Some(hour)) = (get(columns::DATE), get(columns::HOUR)) else {
-            continue;
-        };
+    for ((date, hour), file) in files.filter_map(|f| file_ref(&f)) {
         let closed = partition_start(&date, &hour)
             .is_some_and(|start| start + Duration::from_secs(3600) + config.grace <= now);
-        if !closed {
-            continue;
+        if closed {
+            by_partition.entry((date, hour)).or_default().push(file);
         }
-        #[allow(deprecated)] // the tags are only reachable through the Add action
-        let bucket = file
-            .add_action()
-            .tags
-            .as_ref()
-            .and_then(|t| t.get(BUCKET_TAG).cloned().flatten())
-            .and_then(|b| b.parse().ok());
-        by_partition.entry((date, hour)).or_default().push(FileRef {
-            path: file.object_store_path(),
-            size: u64::try_from(file.size()).unwrap_or(0),
-            records: file.num_records().map(|n| n as u64),
-            bucket,
-            remove: Action::Remove(file.remove_action(false)),
-        });
     }
     by_partition
         .into_iter()
@@ -298,14 +308,23 @@ pub async fn compact_location(
         if table.version().is_none() {
             continue;
         }
-        let (_, stats) = compact_and_vacuum(&table, config, SystemTime::now()).await?;
+        let (compacted, mut stats) = compact_and_vacuum(&table, config, SystemTime::now()).await?;
+        let index_url = location.table_url(&tenant, crate::trace_index::TRACE_INDEX_DATASET)?;
+        let (_, hours) = crate::trace_index::index_and_vacuum(
+            compacted.as_ref().unwrap_or(&table),
+            &index_url,
+            location.options(),
+            config,
+        )
+        .await?;
+        stats.hours_indexed = hours;
         done.push((tenant, stats));
     }
     Ok(done)
 }
 
 /// Opens a Parquet file of the table for streaming reads.
-async fn open_file(
+pub(crate) async fn open_file(
     readers: &DefaultParquetFileReaderFactory,
     file: &FileRef,
     config: &CompactionConfig,
@@ -572,6 +591,7 @@ async fn compact_hour(
         bytes_removed: rewritten.iter().map(|f| f.size).sum(),
         bytes_added: adds.iter().map(|a| a.size.max(0) as u64).sum(),
         files_vacuumed: 0,
+        hours_indexed: 0,
     };
     let mut actions: Vec<Action> = rewritten.iter().map(|f| f.remove.clone()).collect();
     actions.extend(adds.into_iter().map(Action::Add));

@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::metrics::StorageMetrics;
 use crate::store::{validate_tenant, StorageLocation};
 use crate::table::{append_spans, committed_wal_seq, open_or_create_span_table, sort_spans};
+use crate::trace_index::{index_and_vacuum, open_index_table, TRACE_INDEX_DATASET};
 use crate::wal::{Wal, WalOptions, WalRecord};
 
 /// The dataset name of the span table under each tenant.
@@ -87,6 +88,25 @@ pub struct TenantSnapshot {
     pub table: Option<DeltaTable>,
     /// Buffered spans not yet in `table`.
     pub buffered: Vec<RecordBatch>,
+    /// The tenant's trace index, if compaction has built one (see [`crate::trace_index`];
+    /// which hours it may answer for is decided against `table`).
+    pub index: Option<DeltaTable>,
+}
+
+impl std::fmt::Debug for TenantSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantSnapshot")
+            .field(
+                "table_version",
+                &self.table.as_ref().and_then(|t| t.version()),
+            )
+            .field(
+                "index_version",
+                &self.index.as_ref().and_then(|t| t.version()),
+            )
+            .field("buffered_batches", &self.buffered.len())
+            .finish()
+    }
 }
 
 /// What one flush did.
@@ -105,6 +125,8 @@ pub struct FlushStats {
 #[derive(Default)]
 struct TenantState {
     table: Option<DeltaTable>,
+    /// The trace index, once opened or built.
+    index: Option<DeltaTable>,
     /// Inserted since the last flush started. Mostly in seq order, but spans released by the
     /// tail sampler arrive with their (older) record seqs.
     active: Vec<(u64, RecordBatch)>,
@@ -468,10 +490,12 @@ impl Storage {
                     .chain(state.active.iter())
                     .map(|(_, b)| b.clone())
                     .collect(),
+                index: state.index.clone(),
             },
             None => TenantSnapshot {
                 table: None,
                 buffered: Vec::new(),
+                index: None,
             },
         })
     }
@@ -505,10 +529,32 @@ impl Storage {
             t.version().is_some().then_some(t)
         };
         if let Some(t) = &table {
+            // The index is optional: a tenant without one (or one that fails to open) is
+            // read through the span files alone.
+            let index_url = self
+                .config
+                .location
+                .table_url(tenant, TRACE_INDEX_DATASET)?;
+            let options = self.config.location.options().clone();
+            let index = match self
+                .on_flush_runtime(
+                    async move { open_index_table(&index_url, &options, false).await },
+                )
+                .await
+            {
+                Ok(index) => index,
+                Err(e) => {
+                    warn!(tenant, error = %e, "the trace index could not be opened; lookups scan");
+                    None
+                }
+            };
             let mut tenants = self.shared.tenants.lock();
             let state = tenants.entry(tenant.to_string()).or_default();
             if state.table.is_none() {
                 state.table = Some(t.clone());
+            }
+            if state.index.is_none() {
+                state.index = index;
             }
         }
         Ok(table)
@@ -687,10 +733,54 @@ impl Storage {
                 Err(e) => {
                     self.shared.metrics.compaction_errors.inc();
                     warn!(tenant, error = %e, "compaction failed; the table is unchanged");
+                    continue;
+                }
+            }
+            // Index the hours that are now compacted (also those compacted before an index
+            // existed, or whose last index build failed).
+            let Some(table) = self.table(&tenant, false).await? else {
+                continue;
+            };
+            let index_url = self
+                .config
+                .location
+                .table_url(&tenant, TRACE_INDEX_DATASET)?;
+            let options = self.config.location.options().clone();
+            let task_config = config.clone();
+            let result =
+                rt.spawn(async move {
+                    index_and_vacuum(&table, &index_url, &options, &task_config).await
+                })
+                .await
+                .map_err(|e| Error::Config(format!("trace index task failed: {e}")))?;
+            match result {
+                Ok((index, hours)) => {
+                    if let Some(index) = index {
+                        self.install_index(&tenant, index);
+                    }
+                    self.shared.metrics.compaction_hours_indexed.inc_by(hours);
+                    total.hours_indexed += hours;
+                }
+                Err(e) => {
+                    self.shared.metrics.compaction_errors.inc();
+                    warn!(tenant, error = %e, "trace index build failed; lookups scan those hours");
                 }
             }
         }
         Ok(total)
+    }
+
+    /// Makes `index` the tenant's trace index if it is newer.
+    fn install_index(&self, tenant: &str, index: DeltaTable) {
+        let mut tenants = self.shared.tenants.lock();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        if state
+            .index
+            .as_ref()
+            .is_none_or(|t| t.version() < index.version())
+        {
+            state.index = Some(index);
+        }
     }
 
     /// Makes `table` the tenant's current table if it is newer. Waits for a running flush, so

@@ -31,6 +31,7 @@ mod error;
 mod metrics;
 mod store;
 pub mod table;
+pub mod trace_index;
 pub mod wal;
 
 pub use compact::{CompactionConfig, CompactionStats};

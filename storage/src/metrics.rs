@@ -34,6 +34,8 @@ pub struct StorageMetrics {
     pub compaction_passes: Counter,
     /// Replaced files deleted from storage by the vacuum.
     pub compaction_files_vacuumed: Counter,
+    /// Hours whose trace index was built.
+    pub compaction_hours_indexed: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -52,6 +54,7 @@ impl Default for StorageMetrics {
             compaction_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
             compaction_passes: Counter::default(),
             compaction_files_vacuumed: Counter::default(),
+            compaction_hours_indexed: Counter::default(),
         }
     }
 }
@@ -124,6 +127,11 @@ impl StorageMetrics {
             "tracelake_compaction_files_vacuumed",
             "Files replaced by compaction and then deleted from storage after their retention",
             m.compaction_files_vacuumed.clone(),
+        );
+        registry.register(
+            "tracelake_compaction_hours_indexed",
+            "Hours whose trace index was built or rebuilt after compaction",
+            m.compaction_hours_indexed.clone(),
         );
         std::sync::Arc::new(m)
     }

@@ -470,3 +470,161 @@ async fn compact_location_reports_per_tenant_and_skips_young_hours() {
     }
     assert_eq!(done.len(), 2);
 }
+
+/// `(trace_id, start_min, start_max)` of every row of `table` (the trace index) in one hour,
+/// in file order.
+async fn index_rows(table: &DeltaTable, date: &str, hour: &str) -> Vec<(Vec<u8>, i64, i64)> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("idx", table.table_provider().await.unwrap())
+        .unwrap();
+    let sql = format!(
+        "SELECT trace_id, start_min, start_max FROM idx WHERE date = '{date}' AND hour = '{hour}'"
+    );
+    let mut out = Vec::new();
+    for b in ctx.sql(&sql).await.unwrap().collect().await.unwrap() {
+        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Binary).unwrap();
+        let ids = ids.as_binary::<i32>();
+        let lo = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+        let hi = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i).to_vec(), lo.value(i), hi.value(i)));
+        }
+    }
+    out
+}
+
+/// The same, computed from the spans with SQL, sorted by trace id.
+async fn expected_index(table: &DeltaTable, date: &str, hour: &str) -> Vec<(Vec<u8>, i64, i64)> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("spans", table.table_provider().await.unwrap())
+        .unwrap();
+    let sql = format!(
+        "SELECT CAST(trace_id AS BYTEA), min(start_time_unix_nano), max(start_time_unix_nano) \
+         FROM spans WHERE date = '{date}' AND hour = '{hour}' GROUP BY 1 ORDER BY 1"
+    );
+    let mut out = Vec::new();
+    for b in ctx.sql(&sql).await.unwrap().collect().await.unwrap() {
+        let ids = b.column(0).as_binary::<i32>();
+        let lo = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+        let hi = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i).to_vec(), lo.value(i), hi.value(i)));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn compacted_hours_get_a_trace_index_that_late_spans_invalidate_until_rebuilt() {
+    use tracelake_storage::trace_index::{coverage, open_index_table, TRACE_INDEX_DATASET};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path()).await;
+    let location = config(dir.path()).location;
+    let index_url = location.table_url("default", TRACE_INDEX_DATASET).unwrap();
+    let open_index = || async {
+        open_index_table(&index_url, &HashMap::new(), false)
+            .await
+            .unwrap()
+    };
+    // Six flushes over hour 00; each flush's traces also have spans a few minutes later
+    // (`spans` gives two spans per trace, 1 ms apart; a second batch repeats the seed later).
+    for i in 0..6u64 {
+        let at = OLD_HOUR_NANOS + i * 7 * 60_000_000_000;
+        storage
+            .append("default", vec![], Some(spans(i, 300, at)))
+            .await
+            .unwrap();
+        storage
+            .append(
+                "default",
+                vec![],
+                Some(spans(i, 40, at + 3 * 60_000_000_000)),
+            )
+            .await
+            .unwrap();
+        storage.flush().await.unwrap();
+    }
+    // An open hour is never indexed.
+    let young = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    storage
+        .append("default", vec![], Some(spans(50, 10, young)))
+        .await
+        .unwrap();
+    storage.flush().await.unwrap();
+    assert!(open_index().await.is_none(), "no index before compaction");
+
+    let compaction = CompactionConfig {
+        grace: Duration::ZERO,
+        bucket: Duration::from_secs(60),
+        vacuum_retention: None,
+        ..CompactionConfig::default()
+    };
+    let stats = storage.compact(&compaction).await.unwrap();
+    assert_eq!((stats.partitions, stats.hours_indexed), (1, 1), "{stats:?}");
+
+    let snap = storage.snapshot("default").await.unwrap();
+    let (table, index) = (snap.table.unwrap(), snap.index.expect("index installed"));
+    let covered = coverage(&table, Some(&index)).unwrap();
+    let hour00 = ("2026-01-01".to_string(), "00".to_string());
+    assert_eq!(covered.indexed.iter().collect::<Vec<_>>(), vec![&hour00]);
+    assert_eq!(covered.unindexed.len(), 1, "the open hour: {covered:?}");
+    // One row per trace with its first and last start, in trace-id order.
+    let expected = expected_index(&table, "2026-01-01", "00").await;
+    assert_eq!(expected.len(), 6 * 150);
+    assert!(expected
+        .iter()
+        .any(|(_, lo, hi)| hi - lo >= 3 * 60_000_000_000));
+    assert_eq!(index_rows(&index, "2026-01-01", "00").await, expected);
+
+    // Nothing new: no rebuild.
+    let again = storage.compact(&compaction).await.unwrap();
+    assert_eq!(again.hours_indexed, 0, "{again:?}");
+
+    // A late span for minute 50 takes the hour out of the index's coverage at once...
+    storage
+        .append(
+            "default",
+            vec![],
+            Some(spans(2, 2, OLD_HOUR_NANOS + 50 * 60_000_000_000)),
+        )
+        .await
+        .unwrap();
+    storage.flush().await.unwrap();
+    let snap = storage.snapshot("default").await.unwrap();
+    let table = snap.table.unwrap();
+    let covered = coverage(&table, snap.index.as_ref()).unwrap();
+    assert!(covered.indexed.is_empty(), "{covered:?}");
+    assert!(covered.unindexed.contains(&hour00));
+
+    // ...until the next pass compacts it and rebuilds the hour's index, with the late span.
+    let late = storage.compact(&compaction).await.unwrap();
+    assert_eq!((late.partitions, late.hours_indexed), (1, 1), "{late:?}");
+    let snap = storage.snapshot("default").await.unwrap();
+    let (table, index) = (snap.table.unwrap(), snap.index.unwrap());
+    assert!(coverage(&table, Some(&index))
+        .unwrap()
+        .indexed
+        .contains(&hour00));
+    let expected = expected_index(&table, "2026-01-01", "00").await;
+    assert_eq!(index_rows(&index, "2026-01-01", "00").await, expected);
+    assert!(
+        expected
+            .iter()
+            .any(|(_, _, hi)| *hi >= (OLD_HOUR_NANOS + 50 * 60_000_000_000) as i64),
+        "the late span's trace reaches minute 50"
+    );
+    // The replaced index file is gone from the log: one file for the hour.
+    let index_files = index.snapshot().unwrap().log_data().iter().count();
+    assert_eq!(index_files, 1);
+
+    // A restart opens the index with the table.
+    drop(storage);
+    let storage = open(dir.path()).await;
+    let snap = storage.snapshot("default").await.unwrap();
+    assert_eq!(snap.index.unwrap().version(), index.version());
+}

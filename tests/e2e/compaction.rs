@@ -176,6 +176,8 @@ async fn the_background_compactor_merges_closed_hours_and_answers_stay_the_same(
     assert!(metric(&server, "tracelake_compaction_files_added_total").await >= 1);
     // Passes that ran between flushes rewrote a bucket again when a new file joined it.
     assert!(metric(&server, "tracelake_compaction_spans_total").await >= sent.len() as u64 * 4);
+    // The compacted hour got its trace index, so the lookups below go through it.
+    assert!(metric(&server, "tracelake_compaction_hours_indexed_total").await >= 1);
     assert_traces(&server, &sent).await;
     assert_eq!(
         search(&server, r#"{ resource.service.name = "svc-1" }"#).await,
@@ -212,8 +214,8 @@ async fn tracelake_compact_merges_a_stopped_servers_files() {
     );
 
     let stdout = compact_cli(&config, &data);
-    // The four flushes were seconds apart: one 5-minute bucket, two if they straddle a
-    // boundary.
+    // The four flushes were seconds apart: one 1-minute bucket, two if they straddle a
+    // boundary. The hour is then indexed.
     let added: u64 = stdout
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("files_added="))
@@ -222,7 +224,8 @@ async fn tracelake_compact_merges_a_stopped_servers_files() {
     assert!(
         stdout.contains("tenant=default hours=1 files_removed=4 ")
             && (1..=2).contains(&added)
-            && stdout.contains(&format!("spans={}", sent.len() * 4)),
+            && stdout.contains(&format!("spans={}", sent.len() * 4))
+            && stdout.contains("hours_indexed=1"),
         "{stdout}"
     );
 
