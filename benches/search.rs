@@ -4,17 +4,17 @@
 //! ```text
 //!  for each size in SIZES (ascending, one data directory, ingest only the difference):
 //!    loadgen x CHUNKS ─► serve ─► SIGTERM (final flush) ─► tracelake compact (the hour is
-//!      closed: its files merge into large trace-id-sorted ones) ─► serve again (Parquet only)
-//!      chunk i: --start-time BASE + i * 3600/CHUNKS, its own seed
+//!      closed: its files merge, and its trace index is written) ─► serve again (Parquet only)
+//!      chunk i: --start-time BASE + i * 3600/CHUNKS, --time-spread (slot - 15 s), own seed
 //!    GET /api/search?q=...&start=BASE&end=BASE+3600&limit=20   WARMUP + RUNS per query
 //!    GET /api/v2/traces/{id}, Accept: application/protobuf    LOOKUPS random ids (by SQL)
 //!  print one markdown table per size, then the scaling curve
 //! ```
 //!
-//! `tracelake loadgen` advances span start times by 50 µs per trace when it sends as fast as
-//! it can (`--rate 0`), and by `1 / rate` otherwise, waiting in real time. So one run cannot
-//! spread a million traces over an hour without taking an hour; the bench runs CHUNKS
-//! loadgens, each at its own offset in the hour and with its own seed (distinct trace ids).
+//! `tracelake loadgen` sends as fast as it can (`--rate 0`); `--time-spread` spaces the start
+//! times of a chunk's traces evenly over most of its slot, so the hour holds a steady stream
+//! (about 2,800 spans a second at 10M) rather than one burst per slot. Each chunk has its own
+//! offset in the hour and its own seed (distinct trace ids).
 //!
 //! ```sh
 //! cargo bench --workspace --bench search                        # SIZES=1000000,3000000,10000000
@@ -170,6 +170,9 @@ fn ingest(srv: &TestServer, config: &Config, stage: u64, spans: u64) -> (u64, u6
         // Stage s starts s seconds into each slot, so that stages do not share start times;
         // the last slot still ends well inside the hour (loadgen's longest span is 10 s).
         let start = config.base + i * step + stage.min(step.saturating_sub(15));
+        // The chunk's traces start evenly over most of its slot (as a steady stream would),
+        // not within the instant that sending them takes.
+        let spread = step.saturating_sub(15 + stage).max(1);
         let summary = server::run_loadgen(&[
             "--rate",
             "0",
@@ -179,6 +182,8 @@ fn ingest(srv: &TestServer, config: &Config, stage: u64, spans: u64) -> (u64, u6
             &start.to_string(),
             "--traces",
             &chunk_traces.to_string(),
+            "--time-spread",
+            &format!("{spread}s"),
             "--concurrency",
             "8",
             "--batch-traces",

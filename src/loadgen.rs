@@ -95,6 +95,11 @@ pub(crate) struct LoadgenArgs {
     /// a known hour.
     #[arg(long)]
     pub(crate) start_time: Option<u64>,
+    /// Spread the traces' start times evenly over this much simulated time (e.g. 60s), however
+    /// fast they are sent; needs --traces. By default they are 1/rate apart (50 µs when sending
+    /// as fast as possible).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) time_spread: Option<Duration>,
 }
 
 /// What a load run did.
@@ -225,12 +230,16 @@ impl Plan {
                 u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
             }
         };
-        let trace_interval = rate.map_or(UNLIMITED_RATE_INTERVAL, |r| {
-            Duration::from_secs_f64(1.0 / r)
-        });
         let traces = match (args.traces, args.duration) {
             (None, None) => Some(DEFAULT_TRACES),
             (traces, _) => traces,
+        };
+        let trace_interval = match (args.time_spread, args.traces) {
+            (Some(spread), Some(n)) => spread / u32::try_from(n.max(1)).unwrap_or(u32::MAX),
+            (Some(_), None) => bail!("--time-spread needs --traces (how many traces to spread)"),
+            (None, _) => rate.map_or(UNLIMITED_RATE_INTERVAL, |r| {
+                Duration::from_secs_f64(1.0 / r)
+            }),
         };
         Ok(Plan {
             endpoint,
@@ -634,6 +643,26 @@ mod tests {
         assert!(Plan::new(&args(&["--concurrency", "0"])).is_err());
         assert!(Plan::new(&args(&["--batch-traces", "0"])).is_err());
         assert!(Cli::try_parse_from(["loadgen", "--duration", "soon"]).is_err());
+
+        // --time-spread spaces the traces over simulated time, whatever the send rate.
+        let plan = Plan::new(&args(&[
+            "--rate",
+            "0",
+            "--traces",
+            "600",
+            "--time-spread",
+            "1m",
+        ]))
+        .unwrap();
+        assert_eq!(plan.trace_interval, Duration::from_millis(100));
+        assert_eq!(plan.rate, None);
+        let Err(err) = Plan::new(&args(&["--duration", "5s", "--time-spread", "1m"])) else {
+            panic!("--time-spread without --traces must be refused");
+        };
+        assert!(
+            err.to_string().contains("--time-spread needs --traces"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ use tracelake_storage::{validate_tenant, Storage};
 
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::provider::{DeltaFilter, DeltaSnapshotTable, SpansTable};
+use crate::provider::{DeltaFilter, DeltaSnapshotTable, RollupsTable, SpansTable};
+use crate::search::Density;
 
 /// Limits and tuning of the query engine.
 #[derive(Debug, Clone)]
@@ -99,7 +100,50 @@ pub struct QueryEngine {
     runtime_env: Arc<RuntimeEnv>,
     contexts: Mutex<HashMap<String, SessionContext>>,
     coverage: Arc<CoverageCache>,
+    densities: Arc<DensityCache>,
     runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// A value per tenant, with the table version(s) it was computed from.
+type PerTenant<K, V> = Mutex<HashMap<String, (K, Arc<V>)>>;
+
+/// `(min start, max start, rows)` per file of a span table.
+type StartRanges = Vec<(i64, i64, u64)>;
+
+/// Where each tenant's spans are in time, for sizing search slices; the files' part is
+/// computed once per table version.
+pub(crate) struct DensityCache {
+    storage: Arc<Storage>,
+    entries: PerTenant<Option<u64>, StartRanges>,
+}
+
+impl DensityCache {
+    pub(crate) async fn get(&self, tenant: &str) -> Result<Density> {
+        let snapshot = self.storage.snapshot(tenant).await?;
+        let Some(table) = &snapshot.table else {
+            return Ok(Density::new(Arc::default(), &snapshot.buffered));
+        };
+        let cached = self
+            .entries
+            .lock()
+            .get(tenant)
+            .filter(|(v, _)| *v == table.version())
+            .map(|(_, r)| Arc::clone(r));
+        let ranges = match cached {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(
+                    tracelake_storage::table::file_start_ranges(table)
+                        .map_err(|e| Error::Internal(format!("span table statistics: {e}")))?,
+                );
+                self.entries
+                    .lock()
+                    .insert(tenant.to_string(), (table.version(), Arc::clone(&r)));
+                r
+            }
+        };
+        Ok(Density::new(ranges, &snapshot.buffered))
+    }
 }
 
 /// Versions of a tenant's span table and trace index.
@@ -109,7 +153,7 @@ type Versions = (Option<u64>, Option<u64>);
 /// every file of both logs.
 #[derive(Default)]
 struct CoverageCache {
-    entries: Mutex<HashMap<String, (Versions, Arc<IndexCoverage>)>>,
+    entries: PerTenant<Versions, IndexCoverage>,
 }
 
 impl CoverageCache {
@@ -214,12 +258,17 @@ impl QueryEngine {
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("starting the query runtime: {e}")))?;
+        let densities = Arc::new(DensityCache {
+            storage: Arc::clone(&storage),
+            entries: Mutex::default(),
+        });
         Ok(Self {
             storage,
             config,
             runtime_env,
             contexts: Mutex::new(HashMap::new()),
             coverage: Arc::default(),
+            densities,
             runtime: Some(runtime),
         })
     }
@@ -247,11 +296,22 @@ impl QueryEngine {
                 tenant.to_string(),
             )),
         )?;
+        ctx.register_table(
+            tracelake_storage::rollup::ROLLUP_DATASET,
+            Arc::new(RollupsTable::new(
+                Arc::clone(&self.storage),
+                tenant.to_string(),
+            )),
+        )?;
         self.contexts
             .lock()
             .entry(tenant.to_string())
             .or_insert(ctx.clone());
         Ok(ctx)
+    }
+
+    pub(crate) fn densities(&self) -> Arc<DensityCache> {
+        Arc::clone(&self.densities)
     }
 
     /// Runs one read-only SQL statement for `tenant`.

@@ -205,3 +205,66 @@ impl TableProvider for SpansTable {
         UnionExec::try_new(inputs)
     }
 }
+
+/// A tenant's `span_metrics_1m` rollups: the latest committed table at each scan (rollups of
+/// buffered spans appear with their flush).
+#[derive(Debug)]
+pub(crate) struct RollupsTable {
+    storage: Arc<Storage>,
+    tenant: String,
+    schema: SchemaRef,
+}
+
+impl RollupsTable {
+    pub(crate) fn new(storage: Arc<Storage>, tenant: String) -> Self {
+        Self {
+            storage,
+            tenant,
+            schema: tracelake_storage::rollup::rollup_schema(),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for RollupsTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self
+            .storage
+            .snapshot(&self.tenant)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        match snapshot.rollups {
+            Some(table) => {
+                delta_scan(&table, &self.schema, state, projection, filters, limit).await
+            }
+            None => {
+                let schema = match projection {
+                    Some(p) => Arc::new(self.schema.project(p)?),
+                    None => Arc::clone(&self.schema),
+                };
+                Ok(Arc::new(EmptyExec::new(schema)))
+            }
+        }
+    }
+}

@@ -62,7 +62,86 @@ pub const MAX_LIMIT: usize = 10_000;
 /// apart. A longer trace is judged on the spans within it.
 const TRACE_SPREAD_NANOS: u64 = 5 * 60 * 1_000_000_000;
 
-/// The shortest first time slice a search scans (it doubles after each slice).
+/// Spans in the first slice a search scans (it doubles after each slice).
+const FIRST_SLICE_ROWS: f64 = 100_000.0;
+
+/// The shortest slice, whatever the density.
+const MIN_SLICE_SPAN_NANOS: u64 = 1_000_000_000;
+
+/// Where a tenant's spans are in time: `(min start, max start, rows)` per file (from Delta
+/// statistics) and per buffered batch. Rows are taken as spread evenly over each range; files
+/// hold a flush's few seconds or a compacted minute, so the estimate is close.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Density {
+    ranges: Arc<Vec<(i64, i64, u64)>>,
+    buffered: Vec<(i64, i64, u64)>,
+}
+
+impl Density {
+    pub(crate) fn new(ranges: Arc<Vec<(i64, i64, u64)>>, buffered: &[RecordBatch]) -> Self {
+        let buffered = buffered
+            .iter()
+            .filter_map(|b| {
+                let starts = b
+                    .column_by_name(columns::START_TIME_UNIX_NANO)?
+                    .as_any()
+                    .downcast_ref::<Int64Array>()?;
+                let lo = arrow::compute::min(starts)?;
+                let hi = arrow::compute::max(starts)?;
+                Some((lo, hi, b.num_rows() as u64))
+            })
+            .collect();
+        Self { ranges, buffered }
+    }
+
+    /// Estimated spans starting in `[lo, hi]`.
+    fn rows(&self, lo: u64, hi: u64) -> f64 {
+        let (lo, hi) = (
+            i64::try_from(lo).unwrap_or(i64::MAX),
+            i64::try_from(hi).unwrap_or(i64::MAX),
+        );
+        self.ranges
+            .iter()
+            .chain(&self.buffered)
+            .map(|&(min, max, n)| {
+                let (a, b) = (min.max(lo), max.min(hi));
+                if a > b {
+                    0.0
+                } else if max == min {
+                    n as f64
+                } else {
+                    n as f64 * ((b - a) as f64 + 1.0) / ((max - min) as f64 + 1.0)
+                }
+            })
+            .sum()
+    }
+
+    /// The start of a slice ending at `hi` that holds about `rows` spans (at least
+    /// [`MIN_SLICE_SPAN_NANOS`] long, at most back to `start`); `None` without statistics.
+    fn slice_start(&self, start: u64, hi: u64, rows: f64) -> Option<u64> {
+        if self.ranges.is_empty() && self.buffered.is_empty() {
+            return None;
+        }
+        let latest = hi.saturating_sub(MIN_SLICE_SPAN_NANOS).max(start);
+        if self.rows(start, hi) <= rows {
+            return Some(start);
+        }
+        // The latest lo whose slice holds at least `rows` (rows(lo, hi) falls as lo rises).
+        let (mut a, mut b) = (start, latest);
+        while b - a > 1_000_000 {
+            let mid = a + (b - a) / 2;
+            if self.rows(mid, hi) >= rows {
+                a = mid;
+            } else {
+                b = mid;
+            }
+        }
+        Some(a.min(latest))
+    }
+}
+
+/// The shortest first time slice a search scans without statistics (it doubles after each
+/// slice).
 const MIN_SLICE_NANOS: u64 = 60 * 1_000_000_000;
 
 /// A trace search.
@@ -206,8 +285,21 @@ impl QueryEngine {
         }
         let plan = Arc::new(SearchPlan::new(&request.query)?);
         let ctx = self.context(tenant)?;
-        self.run(async move { search(ctx, plan, request).await })
-            .await
+        let densities = self.densities();
+        let tenant = tenant.to_string();
+        self.run(async move {
+            let started = std::time::Instant::now();
+            let density = densities.get(&tenant).await?;
+            let planned = started.elapsed();
+            let result = search(ctx, plan, request, density).await;
+            tracing::debug!(
+                density_ms = planned.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                "search done"
+            );
+            result
+        })
+        .await
     }
 
     /// The physical plan of a search's first phase (the scan that finds candidate traces), as
@@ -437,15 +529,18 @@ async fn collect_candidates(df: DataFrame) -> Result<Vec<([u8; 16], i64)>> {
 ///
 /// Each slice's first phase scans only that slice (for queries with several filters, also
 /// [`TRACE_SPREAD_NANOS`] before it, so that `&&` and structural operators see a trace's
-/// earlier spans), pruned by the files' and row groups' start-time statistics: files hold the
-/// spans of one flush, so they are clustered in time. A trace is found in the slice of its
-/// newest matching span, so results come newest first. Slices start at 1/64 of the window
-/// (at least a minute) and double, so a rare match costs a few more scans and a common one
-/// reads only the newest minute.
+/// earlier spans), pruned by the files' and row groups' start-time statistics: files hold a
+/// flush's spans or a compacted minute, so they are clustered in time. A trace is found in the
+/// slice of its newest matching span, so results come newest first. Slices are sized by the
+/// spans they hold ([`Density`]): the first about [`FIRST_SLICE_ROWS`], each next one twice as
+/// many, so a common match reads only the newest spans, a rare one a few more slices, and an
+/// empty stretch at the end of the window (the window reaches past the newest span) costs
+/// nothing.
 async fn search(
     ctx: SessionContext,
     plan: Arc<SearchPlan>,
     req: SearchRequest,
+    density: Density,
 ) -> Result<SearchResponse> {
     let limit = req.limit.clamp(1, MAX_LIMIT);
     let mut response = SearchResponse::default();
@@ -456,9 +551,14 @@ async fn search(
         0
     };
     let mut slice = ((req.end_unix_nano - req.start_unix_nano) / 64).max(MIN_SLICE_NANOS);
+    let mut rows = FIRST_SLICE_ROWS;
     let mut hi = req.end_unix_nano;
     loop {
-        let lo = hi.saturating_sub(slice).max(req.start_unix_nano);
+        let lo = match density.slice_start(req.start_unix_nano, hi, rows) {
+            Some(lo) => lo,
+            // No statistics: by time.
+            None => hi.saturating_sub(slice).max(req.start_unix_nano),
+        };
         let scan = SearchRequest {
             start_unix_nano: lo.saturating_sub(reach_back).max(req.start_unix_nano),
             end_unix_nano: hi,
@@ -486,6 +586,7 @@ async fn search(
         }
         hi = lo - 1;
         slice = slice.saturating_mul(2);
+        rows *= 2.0;
     }
     Ok(response)
 }
@@ -1411,5 +1512,35 @@ mod tests {
         assert!(tags_to_traceql("status=bad").is_err());
         let quoted = tags_to_traceql(r#"k8s:pod=a "x y"=b"#);
         assert!(quoted.is_err(), "a quoted key is not logfmt: {quoted:?}");
+    }
+
+    #[test]
+    fn slices_hold_the_requested_spans() {
+        const MIN: u64 = 60_000_000_000;
+        let hour = 1_793_613_600_000_000_000u64;
+        // Sixty one-minute files of 120k spans, then a window reaching 53 min past the data.
+        let files: Vec<(i64, i64, u64)> = (0..60)
+            .map(|m| {
+                let lo = (hour + m * MIN) as i64;
+                (lo, lo + MIN as i64 - 1, 120_000)
+            })
+            .collect();
+        let density = Density::new(Arc::new(files), &[]);
+        let end = hour + 113 * MIN;
+        // 100k spans: the last 50 seconds of the data, not the empty minutes after it.
+        let lo = density.slice_start(hour, end, 100_000.0).unwrap();
+        let back = hour + 60 * MIN - lo;
+        assert!((49_000_000_000..=51_000_000_000).contains(&back), "{back}");
+        assert!((density.rows(lo, end) - 100_000.0).abs() < 100.0);
+        // Twice as many from there: the slice is twice as long.
+        let lo2 = density.slice_start(hour, lo - 1, 200_000.0).unwrap();
+        assert!(((lo - lo2) as f64 / back as f64 - 2.0).abs() < 0.05);
+        // More than the window holds: the whole rest of it.
+        assert_eq!(density.slice_start(hour, end, 1e9), Some(hour));
+        // Dense data: never shorter than a second.
+        let dense = Density::new(Arc::new(vec![(0, 1_000_000_000, 10_000_000)]), &[]);
+        assert_eq!(dense.slice_start(0, 1_000_000_000, 10.0), Some(0));
+        // Without statistics the caller slices by time.
+        assert_eq!(Density::default().slice_start(hour, end, 100_000.0), None);
     }
 }

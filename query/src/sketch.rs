@@ -16,10 +16,8 @@
 //!   relative error ([`RELATIVE_ACCURACY`]); NULL for an empty or NULL sketch.
 //! - `ddsketch_count(sketch)`: how many values a sketch holds.
 //!
-//! Sketches use the `sketches-ddsketch` crate, with 1 % relative accuracy and up to 2048 bins
-//! (nanosecond durations from 1 µs to 10⁹ s need about 1,500), serialized in DataDog's
-//! `DDSketchWithExactSummaryStatistics` binary format (the sketches-java encoding), so other
-//! DDSketch implementations can read them.
+//! The settings and encoding are [`tracelake_storage::sketch`]'s, shared with the
+//! `span_metrics_1m` rollups.
 
 use std::sync::Arc;
 
@@ -33,27 +31,13 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use sketches_ddsketch::{Config, DDSketch};
+use sketches_ddsketch::DDSketch;
 
-/// Relative accuracy of every sketch: a quantile is within 1 % of a value at that rank.
-pub const RELATIVE_ACCURACY: f64 = 0.01;
-
-/// Bins per sketch before the lowest ones collapse.
-const MAX_BINS: u32 = 2048;
-
-/// An empty sketch with tracelake's settings.
-pub fn new_sketch() -> DDSketch {
-    DDSketch::new(Config::new(RELATIVE_ACCURACY, MAX_BINS, 1e-9))
-}
-
-/// The sketch's bytes (sketches-java encoding).
-pub fn encode(sketch: &DDSketch) -> Vec<u8> {
-    sketch.to_java_bytes()
-}
+pub use tracelake_storage::sketch::{encode, new_sketch, RELATIVE_ACCURACY};
 
 /// Reads a sketch's bytes.
 pub fn decode(bytes: &[u8]) -> Result<DDSketch> {
-    DDSketch::from_java_bytes(bytes).or_else(|e| {
+    tracelake_storage::sketch::decode(bytes).or_else(|e| {
         exec_err!("not a DDSketch ({e}): pass the output of ddsketch() or ddsketch_merge()")
     })
 }

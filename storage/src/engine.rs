@@ -34,8 +34,12 @@ use tracing::{info, warn};
 use crate::compact::{compact_and_vacuum, CompactionConfig, CompactionStats};
 use crate::error::{Error, Result};
 use crate::metrics::StorageMetrics;
+use crate::rollup::{rollup, rollup_schema, rollup_writer_properties, ROLLUP_DATASET};
 use crate::store::{validate_tenant, StorageLocation};
-use crate::table::{append_spans, committed_wal_seq, open_or_create_span_table, sort_spans};
+use crate::table::{
+    append_spans, append_with_txn, committed_wal_seq, open_or_create_span_table,
+    open_or_create_table, sort_spans,
+};
 use crate::trace_index::{index_and_vacuum, open_index_table, TRACE_INDEX_DATASET};
 use crate::wal::{Wal, WalOptions, WalRecord};
 
@@ -91,6 +95,8 @@ pub struct TenantSnapshot {
     /// The tenant's trace index, if compaction has built one (see [`crate::trace_index`];
     /// which hours it may answer for is decided against `table`).
     pub index: Option<DeltaTable>,
+    /// The `span_metrics_1m` rollups (see [`crate::rollup`]), once a flush has written some.
+    pub rollups: Option<DeltaTable>,
 }
 
 impl std::fmt::Debug for TenantSnapshot {
@@ -127,6 +133,10 @@ struct TenantState {
     table: Option<DeltaTable>,
     /// The trace index, once opened or built.
     index: Option<DeltaTable>,
+    /// The rollup table, once opened or created.
+    rollups: Option<DeltaTable>,
+    /// The WAL seq through which rollups are committed (the rollup table's txn), once known.
+    rollup_seq: Option<u64>,
     /// Inserted since the last flush started. Mostly in seq order, but spans released by the
     /// tail sampler arrive with their (older) record seqs.
     active: Vec<(u64, RecordBatch)>,
@@ -491,11 +501,13 @@ impl Storage {
                     .map(|(_, b)| b.clone())
                     .collect(),
                 index: state.index.clone(),
+                rollups: state.rollups.clone(),
             },
             None => TenantSnapshot {
                 table: None,
                 buffered: Vec::new(),
                 index: None,
+                rollups: None,
             },
         })
     }
@@ -535,19 +547,24 @@ impl Storage {
                 .config
                 .location
                 .table_url(tenant, TRACE_INDEX_DATASET)?;
+            let rollup_url = self.config.location.table_url(tenant, ROLLUP_DATASET)?;
             let options = self.config.location.options().clone();
-            let index = match self
-                .on_flush_runtime(
-                    async move { open_index_table(&index_url, &options, false).await },
-                )
-                .await
-            {
-                Ok(index) => index,
-                Err(e) => {
-                    warn!(tenant, error = %e, "the trace index could not be opened; lookups scan");
-                    None
-                }
-            };
+            let (index, rollups) = self
+                .on_flush_runtime(async move {
+                    Ok((
+                        open_index_table(&index_url, &options, false).await,
+                        open_existing(&rollup_url, &options).await,
+                    ))
+                })
+                .await?;
+            let index = index.unwrap_or_else(|e| {
+                warn!(tenant, error = %e, "the trace index could not be opened; lookups scan");
+                None
+            });
+            let rollups = rollups.unwrap_or_else(|e| {
+                warn!(tenant, error = %e, "span_metrics_1m could not be opened");
+                None
+            });
             let mut tenants = self.shared.tenants.lock();
             let state = tenants.entry(tenant.to_string()).or_default();
             if state.table.is_none() {
@@ -555,6 +572,9 @@ impl Storage {
             }
             if state.index.is_none() {
                 state.index = index;
+            }
+            if state.rollups.is_none() {
+                state.rollups = rollups;
             }
         }
         Ok(table)
@@ -645,14 +665,74 @@ impl Storage {
         };
         let app_id = self.app_id.clone();
         let spans: u64 = batches.iter().map(|(_, b)| b.num_rows() as u64).sum();
-        let new_table = self
+        let (rollups, rollup_seq) = {
+            let tenants = self.shared.tenants.lock();
+            tenants
+                .get(tenant)
+                .map(|s| (s.rollups.clone(), s.rollup_seq))
+                .unwrap_or_default()
+        };
+        let rollup_url = self.config.location.table_url(tenant, ROLLUP_DATASET)?;
+        let options = self.config.location.options().clone();
+        let (rollups, rollup_seq, rollup_rows, appended) = self
             .on_flush_runtime(async move {
-                let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
-                let all = concat_batches(&span_schema(), &batches)?;
-                let sorted = sort_spans(&all)?;
-                append_spans(&table, vec![sorted], &app_id, max_seq).await
+                // Rollups first, from the records they do not hold yet (see crate::rollup).
+                let rollups = match rollups {
+                    Some(t) => t,
+                    None => {
+                        open_or_create_table(
+                            &rollup_url,
+                            &options,
+                            &rollup_schema(),
+                            ROLLUP_DATASET,
+                            "tracelake per-minute RED rollups of the spans",
+                        )
+                        .await?
+                    }
+                };
+                let done = match rollup_seq {
+                    Some(seq) => seq,
+                    None => committed_wal_seq(&rollups, &app_id).await?,
+                };
+                let fresh: Vec<RecordBatch> = batches
+                    .iter()
+                    .filter(|(seq, _)| *seq > done)
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                let (rollups, rollup_seq, rollup_rows) = match rollup(&fresh)? {
+                    Some(rows) => {
+                        let n = rows.num_rows() as u64;
+                        let t = append_with_txn(
+                            &rollups,
+                            vec![rows],
+                            &app_id,
+                            max_seq,
+                            rollup_writer_properties(),
+                        )
+                        .await?;
+                        (t, max_seq, n)
+                    }
+                    None => (rollups, done, 0),
+                };
+                let appended = async {
+                    let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
+                    let all = concat_batches(&span_schema(), &batches)?;
+                    let sorted = sort_spans(&all)?;
+                    append_spans(&table, vec![sorted], &app_id, max_seq).await
+                }
+                .await;
+                Ok((rollups, rollup_seq, rollup_rows, appended))
             })
             .await?;
+        {
+            // Recorded even when the span commit failed: those rollups are committed.
+            let mut tenants = self.shared.tenants.lock();
+            let state = tenants.entry(tenant.to_string()).or_default();
+            state.rollups = Some(rollups);
+            state.rollup_seq = Some(rollup_seq);
+        }
+        self.shared.metrics.rollup_rows.inc_by(rollup_rows);
+        let new_table = appended?;
         let mut tenants = self.shared.tenants.lock();
         let state = tenants.entry(tenant.to_string()).or_default();
         let freed: usize = state
@@ -899,4 +979,15 @@ fn node_id(wal_dir: &std::path::Path) -> Result<String> {
             source,
         })?;
     Ok(id)
+}
+
+/// The Delta table at `url` if it exists.
+async fn open_existing(
+    url: &url::Url,
+    options: &HashMap<String, String>,
+) -> Result<Option<DeltaTable>> {
+    let t = DeltaTable::try_from_url_with_storage_options(url.clone(), options.clone())
+        .await
+        .map_err(|e| Error::delta(url, e))?;
+    Ok(t.version().is_some().then_some(t))
 }

@@ -29,6 +29,8 @@ pub mod compact;
 mod engine;
 mod error;
 mod metrics;
+pub mod rollup;
+pub mod sketch;
 mod store;
 pub mod table;
 pub mod trace_index;

@@ -36,6 +36,8 @@ pub struct StorageMetrics {
     pub compaction_files_vacuumed: Counter,
     /// Hours whose trace index was built.
     pub compaction_hours_indexed: Counter,
+    /// Rows written to span_metrics_1m.
+    pub rollup_rows: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -55,6 +57,7 @@ impl Default for StorageMetrics {
             compaction_passes: Counter::default(),
             compaction_files_vacuumed: Counter::default(),
             compaction_hours_indexed: Counter::default(),
+            rollup_rows: Counter::default(),
         }
     }
 }
@@ -132,6 +135,11 @@ impl StorageMetrics {
             "tracelake_compaction_hours_indexed",
             "Hours whose trace index was built or rebuilt after compaction",
             m.compaction_hours_indexed.clone(),
+        );
+        registry.register(
+            "tracelake_rollup_rows",
+            "Rows written to span_metrics_1m (per-minute RED rollups) by flushes",
+            m.rollup_rows.clone(),
         );
         std::sync::Arc::new(m)
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
 use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
@@ -72,13 +73,32 @@ pub async fn open_or_create_span_table(
     url: &Url,
     options: &HashMap<String, String>,
 ) -> Result<DeltaTable> {
+    open_or_create_table(
+        url,
+        options,
+        &span_schema(),
+        "spans",
+        "tracelake spans: one row per span",
+    )
+    .await
+}
+
+/// Opens the Delta table at `url`, creating it with `schema` (partitioned by
+/// [`PARTITION_COLUMNS`], which `schema` must hold) if it does not exist.
+pub async fn open_or_create_table(
+    url: &Url,
+    options: &HashMap<String, String>,
+    schema: &SchemaRef,
+    name: &str,
+    comment: &str,
+) -> Result<DeltaTable> {
     let table = DeltaTable::try_from_url_with_storage_options(url.clone(), options.clone())
         .await
         .map_err(|e| Error::delta(url, e))?;
     if table.version().is_some() {
         return Ok(table);
     }
-    let schema: StructType = span_schema()
+    let schema: StructType = schema
         .as_ref()
         .try_into_kernel()
         .map_err(|e| Error::delta(url, DeltaTableError::from(e)))?;
@@ -87,8 +107,8 @@ pub async fn open_or_create_span_table(
         .with_columns(schema.fields().cloned())
         .with_partition_columns(PARTITION_COLUMNS)
         .with_save_mode(SaveMode::Ignore)
-        .with_table_name("spans")
-        .with_comment("tracelake spans: one row per span")
+        .with_table_name(name)
+        .with_comment(comment)
         .await
         .map_err(|e| Error::delta(url, e))
 }
@@ -117,6 +137,17 @@ pub async fn append_spans(
     app_id: &str,
     wal_seq: u64,
 ) -> Result<DeltaTable> {
+    append_with_txn(table, batches, app_id, wal_seq, span_writer_properties()).await
+}
+
+/// [`append_spans`] for any table, with its writer properties.
+pub async fn append_with_txn(
+    table: &DeltaTable,
+    batches: Vec<RecordBatch>,
+    app_id: &str,
+    wal_seq: u64,
+    properties: WriterProperties,
+) -> Result<DeltaTable> {
     let url = table.table_url().clone();
     let commit = CommitProperties::default()
         .with_application_transaction(Transaction::new(app_id, wal_seq as i64));
@@ -124,7 +155,7 @@ pub async fn append_spans(
         .clone()
         .write(batches)
         .with_save_mode(SaveMode::Append)
-        .with_writer_properties(span_writer_properties())
+        .with_writer_properties(properties)
         .with_commit_properties(commit)
         .await;
     match result {
@@ -152,4 +183,34 @@ async fn already_committed(table: &DeltaTable, app_id: &str, wal_seq: u64) -> Re
         .await
         .map_err(|e| Error::delta(table.table_url(), e))?;
     Ok(committed_wal_seq(&fresh, app_id).await? >= wal_seq)
+}
+
+/// `(min start, max start, rows)` of every file of `table` whose Delta statistics have them
+/// (`start_time_unix_nano`): where in time the table's rows are, for planning scans.
+pub fn file_start_ranges(table: &DeltaTable) -> Result<Vec<(i64, i64, u64)>> {
+    use delta_kernel::expressions::Scalar;
+    fn start(values: Option<Scalar>) -> Option<i64> {
+        let Some(Scalar::Struct(data)) = values else {
+            return None;
+        };
+        let i = data
+            .fields()
+            .iter()
+            .position(|f| f.name() == columns::START_TIME_UNIX_NANO)?;
+        match data.values().get(i)? {
+            Scalar::Long(v) => Some(*v),
+            _ => None,
+        }
+    }
+    let state = table
+        .snapshot()
+        .map_err(|e| Error::delta(table.table_url(), e))?;
+    Ok(state
+        .log_data()
+        .iter()
+        .filter_map(|f| {
+            let rows = f.num_records()? as u64;
+            Some((start(f.min_values())?, start(f.max_values())?, rows))
+        })
+        .collect())
 }

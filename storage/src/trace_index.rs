@@ -43,9 +43,8 @@ use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType};
+use deltalake::kernel::Action;
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -201,19 +200,14 @@ pub async fn open_index_table(
     if !create {
         return Ok(None);
     }
-    let schema: StructType = index_schema()
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| Error::delta(url, DeltaTableError::from(e)))?;
-    let table = table
-        .create()
-        .with_columns(schema.fields().cloned())
-        .with_partition_columns(PARTITION_COLUMNS)
-        .with_save_mode(SaveMode::Ignore)
-        .with_table_name("trace_index")
-        .with_comment("tracelake trace index: first and last span start per trace and hour")
-        .await
-        .map_err(|e| Error::delta(url, e))?;
+    let table = crate::table::open_or_create_table(
+        url,
+        options,
+        &index_schema(),
+        "trace_index",
+        "tracelake trace index: first and last span start per trace and hour",
+    )
+    .await?;
     Ok(Some(table))
 }
 

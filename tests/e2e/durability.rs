@@ -20,8 +20,9 @@ async fn send_traces(server: &TestServer, first: u64, traces: u64, spans: u64) {
 }
 
 /// Parquet files under the data directory's tables.
+/// Parquet files of the default tenant's `spans` table (not its rollups or trace index).
 pub(crate) fn parquet_files(data_dir: &std::path::Path) -> usize {
-    crate::common::dir_bytes(&data_dir.join("tenants"), "parquet").1
+    crate::common::dir_bytes(&data_dir.join("tenants/default/spans"), "parquet").1
 }
 
 #[tokio::test]

@@ -1,0 +1,295 @@
+//! `span_metrics_1m`: per-minute RED rollups of the spans, written by every flush beside them.
+//!
+//! One row per minute × service × span name × span kind × status class × HTTP route, for the
+//! spans one flush commits:
+//!
+//! | column | meaning |
+//! | --- | --- |
+//! | `minute` | start of the minute (unix ns) the spans started in |
+//! | `service_name`, `span_name`, `span_kind`, `http_route` | as in `spans` |
+//! | `status_class` | `error` (status ERROR), else the HTTP class (`5xx` ... `1xx`), else `ok` or `unset` |
+//! | `count` | Σ `adjusted_count`: the spans this row stands for before sampling |
+//! | `error_count` | Σ `adjusted_count` of spans with status ERROR or HTTP status ≥ 500 |
+//! | `duration_sum_nanos` | Σ `adjusted_count` × duration |
+//! | `duration_sketch` | DDSketch of the durations, each counted round(`adjusted_count`) times |
+//! | `spans` | spans stored |
+//!
+//! A minute gets several rows when several flushes (or late spans) touch it; readers merge
+//! them (`SUM`, `ddsketch_merge`). Compaction rewrites span files without changing their rows,
+//! so the rollups stay right without being rebuilt.
+//!
+//! Exactly once: the rollups of a flush are committed *before* its spans, with the same Delta
+//! `txn(app_id, seq)`. A flush computes rollups only from records above the rollup table's txn:
+//! if the spans commit fails (or the process dies) after the rollup commit, the spans stay
+//! buffered or are replayed from the WAL, and their next flush commits them without counting
+//! them twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder, UInt64Builder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sketches_ddsketch::DDSketch;
+use tracelake_proto::{columns, PARTITION_COLUMNS};
+
+use crate::error::{Error, Result};
+use crate::sketch::{encode, new_sketch};
+
+/// The dataset name of the rollup table under each tenant.
+pub const ROLLUP_DATASET: &str = "span_metrics_1m";
+
+/// Column names of `span_metrics_1m`.
+pub mod rollup_columns {
+    /// Start of the minute, unix nanoseconds.
+    pub const MINUTE: &str = "minute";
+    /// `service.name`.
+    pub const SERVICE_NAME: &str = "service_name";
+    /// The span name.
+    pub const SPAN_NAME: &str = "span_name";
+    /// The span kind (OTLP number).
+    pub const SPAN_KIND: &str = "span_kind";
+    /// `error`, `5xx` ... `1xx`, `ok` or `unset`.
+    pub const STATUS_CLASS: &str = "status_class";
+    /// `http.route`.
+    pub const HTTP_ROUTE: &str = "http_route";
+    /// Σ adjusted_count.
+    pub const COUNT: &str = "count";
+    /// Σ adjusted_count of error spans (status ERROR or HTTP status ≥ 500).
+    pub const ERROR_COUNT: &str = "error_count";
+    /// Σ adjusted_count × duration.
+    pub const DURATION_SUM_NANOS: &str = "duration_sum_nanos";
+    /// DDSketch of durations (nanoseconds), weighted.
+    pub const DURATION_SKETCH: &str = "duration_sketch";
+    /// Spans stored.
+    pub const SPANS: &str = "spans";
+}
+
+static ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use rollup_columns as c;
+    let mut fields = vec![
+        Field::new(c::MINUTE, DataType::Int64, false),
+        Field::new(c::SERVICE_NAME, DataType::Utf8, true),
+        Field::new(c::SPAN_NAME, DataType::Utf8, true),
+        Field::new(c::SPAN_KIND, DataType::Int32, true),
+        Field::new(c::STATUS_CLASS, DataType::Utf8, false),
+        Field::new(c::HTTP_ROUTE, DataType::Utf8, true),
+        Field::new(c::COUNT, DataType::Float64, false),
+        Field::new(c::ERROR_COUNT, DataType::Float64, false),
+        Field::new(c::DURATION_SUM_NANOS, DataType::Float64, false),
+        Field::new(c::DURATION_SKETCH, DataType::Binary, false),
+        Field::new(c::SPANS, DataType::UInt64, false),
+    ];
+    fields.extend(
+        PARTITION_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true)),
+    );
+    Arc::new(Schema::new(fields))
+});
+
+/// The schema of `span_metrics_1m`: its columns, then the partition columns.
+pub fn rollup_schema() -> SchemaRef {
+    ROLLUP_SCHEMA.clone()
+}
+
+/// Parquet writer properties for rollup files.
+pub(crate) fn rollup_writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+const MINUTE_NANOS: i64 = 60_000_000_000;
+
+/// The status class of a span: `error` for status ERROR, else the HTTP status class, else
+/// `ok` or `unset`.
+fn status_class(status_code: Option<i32>, http_status: Option<i64>) -> &'static str {
+    if status_code == Some(2) {
+        return "error";
+    }
+    match http_status {
+        Some(500..) => "5xx",
+        Some(400..=499) => "4xx",
+        Some(300..=399) => "3xx",
+        Some(200..=299) => "2xx",
+        Some(100..=199) => "1xx",
+        _ if status_code == Some(1) => "ok",
+        _ => "unset",
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    count: f64,
+    errors: f64,
+    duration_sum: f64,
+    spans: u64,
+    sketch: Option<DDSketch>,
+}
+
+fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
+    let array = batch.column_by_name(name).ok_or_else(|| {
+        Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
+            "span batch has no column {name}"
+        )))
+    })?;
+    Ok(cast(array, to)?)
+}
+
+/// The rollup rows of `batches` (span batches), or `None` when they hold no span.
+pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+    type Key<'a> = (
+        i64,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<i32>,
+        &'static str,
+        Option<&'a str>,
+    );
+    let mut columns_of = Vec::with_capacity(batches.len());
+    for b in batches {
+        columns_of.push([
+            column(b, columns::START_TIME_UNIX_NANO, &DataType::Int64)?,
+            column(b, columns::SERVICE_NAME, &DataType::Utf8)?,
+            column(b, columns::NAME, &DataType::Utf8)?,
+            column(b, columns::KIND, &DataType::Int32)?,
+            column(b, columns::STATUS_CODE, &DataType::Int32)?,
+            column(b, columns::HTTP_RESPONSE_STATUS_CODE, &DataType::Int64)?,
+            column(b, columns::HTTP_ROUTE, &DataType::Utf8)?,
+            column(b, columns::ADJUSTED_COUNT, &DataType::Float64)?,
+            column(b, columns::DURATION_NANO, &DataType::Int64)?,
+        ]);
+    }
+    let mut groups: HashMap<Key<'_>, Acc> = HashMap::new();
+    fn get_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
+        a.is_valid(i).then(|| a.value(i))
+    }
+    for cols in &columns_of {
+        let start = cols[0].as_primitive::<Int64Type>();
+        let service = cols[1].as_string::<i32>();
+        let name = cols[2].as_string::<i32>();
+        let kind = cols[3].as_primitive::<Int32Type>();
+        let status = cols[4].as_primitive::<Int32Type>();
+        let http = cols[5].as_primitive::<Int64Type>();
+        let route = cols[6].as_string::<i32>();
+        let weight = cols[7].as_primitive::<Float64Type>();
+        let duration = cols[8].as_primitive::<Int64Type>();
+        for i in 0..start.len() {
+            let minute = if start.is_valid(i) {
+                let s = start.value(i);
+                s - s.rem_euclid(MINUTE_NANOS)
+            } else {
+                0
+            };
+            let status = status.is_valid(i).then(|| status.value(i));
+            let http = http.is_valid(i).then(|| http.value(i));
+            let class = status_class(status, http);
+            let key: Key<'_> = (
+                minute,
+                get_str(service, i),
+                get_str(name, i),
+                kind.is_valid(i).then(|| kind.value(i)),
+                class,
+                get_str(route, i),
+            );
+            // Spans stored before sampling existed (or unsampled) stand for themselves.
+            let w = if weight.is_valid(i) {
+                weight.value(i)
+            } else {
+                1.0
+            };
+            let d = if duration.is_valid(i) {
+                duration.value(i).max(0)
+            } else {
+                0
+            };
+            let acc = groups.entry(key).or_default();
+            acc.count += w;
+            if class == "error" || class == "5xx" {
+                acc.errors += w;
+            }
+            acc.duration_sum += w * d as f64;
+            acc.spans += 1;
+            let times = w.round();
+            if times >= 1.0 {
+                acc.sketch
+                    .get_or_insert_with(new_sketch)
+                    .add_with_count(d as f64, times as u64);
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let mut rows: Vec<(Key<'_>, Acc)> = groups.into_iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let n = rows.len();
+    let mut minute = Int64Builder::with_capacity(n);
+    let mut service = StringBuilder::new();
+    let mut name = StringBuilder::new();
+    let mut kind = Int32Builder::with_capacity(n);
+    let mut class = StringBuilder::new();
+    let mut route = StringBuilder::new();
+    let mut count = Float64Builder::with_capacity(n);
+    let mut errors = Float64Builder::with_capacity(n);
+    let mut duration_sum = Float64Builder::with_capacity(n);
+    let mut sketch = BinaryBuilder::new();
+    let mut spans = UInt64Builder::with_capacity(n);
+    let mut date = StringBuilder::new();
+    let mut hour = StringBuilder::new();
+    for ((m, s, nm, k, c, r), acc) in &rows {
+        minute.append_value(*m);
+        service.append_option(*s);
+        name.append_option(*nm);
+        kind.append_option(*k);
+        class.append_value(c);
+        route.append_option(*r);
+        count.append_value(acc.count);
+        errors.append_value(acc.errors);
+        duration_sum.append_value(acc.duration_sum);
+        sketch.append_value(encode(acc.sketch.as_ref().unwrap_or(&new_sketch())));
+        spans.append_value(acc.spans);
+        let (d, h) = tracelake_proto::partition_values(u64::try_from(*m).unwrap_or(0));
+        date.append_value(d);
+        hour.append_value(h);
+    }
+    let arrays: Vec<ArrayRef> = vec![
+        Arc::new(minute.finish()),
+        Arc::new(service.finish()),
+        Arc::new(name.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(class.finish()),
+        Arc::new(route.finish()),
+        Arc::new(count.finish()),
+        Arc::new(errors.finish()),
+        Arc::new(duration_sum.finish()),
+        Arc::new(sketch.finish()),
+        Arc::new(spans.finish()),
+        Arc::new(date.finish()),
+        Arc::new(hour.finish()),
+    ];
+    Ok(Some(RecordBatch::try_new(rollup_schema(), arrays)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(Some(2), Some(200)), "error");
+        assert_eq!(status_class(Some(0), Some(503)), "5xx");
+        assert_eq!(status_class(None, Some(404)), "4xx");
+        assert_eq!(status_class(Some(1), None), "ok");
+        assert_eq!(status_class(Some(0), None), "unset");
+        assert_eq!(status_class(None, Some(42)), "unset");
+    }
+}
