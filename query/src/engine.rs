@@ -22,7 +22,7 @@ use tracelake_storage::{validate_tenant, Storage};
 
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::provider::{DeltaFilter, DeltaSnapshotTable, RollupsTable, SpansTable};
+use crate::provider::{DeltaFilter, DeltaSnapshotTable, SpansTable};
 use crate::search::Density;
 
 /// Limits and tuning of the query engine.
@@ -298,7 +298,7 @@ impl QueryEngine {
         )?;
         ctx.register_table(
             tracelake_storage::rollup::ROLLUP_DATASET,
-            Arc::new(RollupsTable::new(
+            Arc::new(DeltaSnapshotTable::rollups(
                 Arc::clone(&self.storage),
                 tenant.to_string(),
             )),

@@ -94,16 +94,35 @@ pub(crate) async fn delta_scan(
     scan.scan(state, projection, filters, limit).await
 }
 
-/// One Delta table snapshot as a table (the trace index).
+/// A Delta table without a write buffer: one snapshot (the trace index a lookup reads), or a
+/// tenant's rollups, resolved at each scan.
 #[derive(Debug)]
 pub(crate) struct DeltaSnapshotTable {
-    table: DeltaTable,
+    source: Source,
     schema: SchemaRef,
+}
+
+#[derive(Debug)]
+enum Source {
+    Snapshot(DeltaTable),
+    /// `span_metrics_1m` of a tenant: the latest committed version (rollups of buffered
+    /// spans appear with their flush).
+    Rollups(Arc<Storage>, String),
 }
 
 impl DeltaSnapshotTable {
     pub(crate) fn new(table: DeltaTable, schema: SchemaRef) -> Self {
-        Self { table, schema }
+        Self {
+            source: Source::Snapshot(table),
+            schema,
+        }
+    }
+
+    pub(crate) fn rollups(storage: Arc<Storage>, tenant: String) -> Self {
+        Self {
+            source: Source::Rollups(storage, tenant),
+            schema: tracelake_storage::rollup::rollup_schema(),
+        }
     }
 }
 
@@ -131,7 +150,28 @@ impl TableProvider for DeltaSnapshotTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        delta_scan(&self.table, &self.schema, state, projection, filters, limit).await
+        let table = match &self.source {
+            Source::Snapshot(table) => Some(table.clone()),
+            Source::Rollups(storage, tenant) => {
+                storage
+                    .snapshot(tenant)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    .rollups
+            }
+        };
+        match table {
+            Some(table) => {
+                delta_scan(&table, &self.schema, state, projection, filters, limit).await
+            }
+            None => {
+                let schema = match projection {
+                    Some(p) => Arc::new(self.schema.project(p)?),
+                    None => Arc::clone(&self.schema),
+                };
+                Ok(Arc::new(EmptyExec::new(schema)))
+            }
+        }
     }
 }
 
@@ -203,68 +243,5 @@ impl TableProvider for SpansTable {
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         UnionExec::try_new(inputs)
-    }
-}
-
-/// A tenant's `span_metrics_1m` rollups: the latest committed table at each scan (rollups of
-/// buffered spans appear with their flush).
-#[derive(Debug)]
-pub(crate) struct RollupsTable {
-    storage: Arc<Storage>,
-    tenant: String,
-    schema: SchemaRef,
-}
-
-impl RollupsTable {
-    pub(crate) fn new(storage: Arc<Storage>, tenant: String) -> Self {
-        Self {
-            storage,
-            tenant,
-            schema: tracelake_storage::rollup::rollup_schema(),
-        }
-    }
-}
-
-#[async_trait]
-impl TableProvider for RollupsTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = self
-            .storage
-            .snapshot(&self.tenant)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        match snapshot.rollups {
-            Some(table) => {
-                delta_scan(&table, &self.schema, state, projection, filters, limit).await
-            }
-            None => {
-                let schema = match projection {
-                    Some(p) => Arc::new(self.schema.project(p)?),
-                    None => Arc::clone(&self.schema),
-                };
-                Ok(Arc::new(EmptyExec::new(schema)))
-            }
-        }
     }
 }

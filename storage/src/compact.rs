@@ -169,6 +169,49 @@ pub(crate) struct FileRef {
     pub(crate) remove: Action,
 }
 
+/// The value of a file's Delta tag `name`.
+pub(crate) fn file_tag(file: &LogicalFileView, name: &str) -> Option<String> {
+    #[allow(deprecated)] // the tags are only reachable through the Add action
+    file.add_action().tags?.get(name).cloned().flatten()
+}
+
+/// Partition values of a `(date, hour)` partition, for a [`PartitionWriter`].
+pub(crate) fn partition_values(
+    date: &str,
+    hour: &str,
+) -> IndexMap<String, delta_kernel::expressions::Scalar> {
+    PARTITION_COLUMNS
+        .iter()
+        .zip([date, hour])
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                delta_kernel::expressions::Scalar::String(value.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// A streaming k-way merge of `streams`, each sorted by `ordering`.
+pub(crate) fn merge_sorted(
+    streams: Vec<SendableRecordBatchStream>,
+    schema: &SchemaRef,
+    ordering: &LexOrdering,
+    batch_rows: usize,
+    what: &'static str,
+) -> Result<SendableRecordBatchStream> {
+    let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
+    StreamingMergeBuilder::new()
+        .with_streams(streams)
+        .with_schema(schema.clone())
+        .with_expressions(ordering)
+        .with_metrics(BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), 0))
+        .with_batch_size(batch_rows)
+        .with_reservation(MemoryConsumer::new(what).register(&pool))
+        .build()
+        .map_err(|e| Error::Config(format!("{what} merge: {e}")))
+}
+
 /// A live file of a table partitioned by `(date, hour)`, with its partition; `None` for a file
 /// with a deletion vector or without both partition values.
 pub(crate) fn file_ref(file: &LogicalFileView) -> Option<((String, String), FileRef)> {
@@ -178,13 +221,7 @@ pub(crate) fn file_ref(file: &LogicalFileView) -> Option<((String, String), File
     let values = file.partition_values_map();
     let get = |k: &str| values.get(k).cloned().flatten();
     let (date, hour) = (get(columns::DATE)?, get(columns::HOUR)?);
-    #[allow(deprecated)] // the tags are only reachable through the Add action
-    let bucket = file
-        .add_action()
-        .tags
-        .as_ref()
-        .and_then(|t| t.get(BUCKET_TAG).cloned().flatten())
-        .and_then(|b| b.parse().ok());
+    let bucket = file_tag(file, BUCKET_TAG).and_then(|b| b.parse().ok());
     let file = FileRef {
         path: file.object_store_path(),
         size: u64::try_from(file.size()).unwrap_or(0),
@@ -485,8 +522,6 @@ async fn compact_hour(
                 .map(|cols| cols.iter().map(|c| c.to_string()).collect::<Vec<String>>()),
         )
     };
-    let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
-
     let mut adds = Vec::new();
     let mut spans = 0u64;
     let max_inputs = config.max_inputs.max(2);
@@ -515,26 +550,11 @@ async fn compact_hour(
                     Box::pin(RecordBatchStreamAdapter::new(schema.clone(), stream));
                 streams.push(stream);
             }
-            let mut merged = StreamingMergeBuilder::new()
-                .with_streams(streams)
-                .with_schema(schema.clone())
-                .with_expressions(&ordering)
-                .with_metrics(BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), 0))
-                .with_batch_size(config.batch_rows)
-                .with_reservation(MemoryConsumer::new("tracelake compaction").register(&pool))
-                .build()
-                .map_err(|e| Error::Config(format!("compaction merge: {e}")))?;
-
-            let mut partition_values = IndexMap::new();
-            for (name, value) in PARTITION_COLUMNS.iter().zip([date, hour_value]) {
-                partition_values.insert(
-                    name.to_string(),
-                    delta_kernel::expressions::Scalar::String(value.clone()),
-                );
-            }
+            let mut merged =
+                merge_sorted(streams, &schema, &ordering, config.batch_rows, "compaction")?;
             let writer_config = PartitionWriterConfig::try_new(
                 schema.clone(),
-                partition_values,
+                partition_values(date, hour_value),
                 Some(span_writer_properties()),
                 NonZeroU64::new(config.target_file_bytes),
                 None,

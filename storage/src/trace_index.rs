@@ -35,11 +35,8 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
 use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, UnboundedMemoryPool};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
-use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
@@ -52,12 +49,13 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::config::TablePropertiesExt as _;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::{StreamExt, TryStreamExt};
-use indexmap::IndexMap;
 use tracelake_proto::{columns, PARTITION_COLUMNS};
 use tracing::info;
 use url::Url;
 
-use crate::compact::{file_ref, open_file, CompactionConfig, FileRef};
+use crate::compact::{
+    file_ref, file_tag, merge_sorted, open_file, partition_values, CompactionConfig, FileRef,
+};
 use crate::error::{Error, Result};
 
 /// The dataset name of the trace index under each tenant.
@@ -148,13 +146,7 @@ fn index_hours(index: &DeltaTable) -> Result<BTreeMap<Hour, (u64, Vec<FileRef>)>
         .map_err(|e| Error::delta(index.table_url(), e))?;
     let mut hours: BTreeMap<Hour, (u64, Vec<FileRef>)> = BTreeMap::new();
     for file in state.log_data().iter() {
-        #[allow(deprecated)] // the tags are only reachable through the Add action
-        let rows = file
-            .add_action()
-            .tags
-            .as_ref()
-            .and_then(|t| t.get(ROWS_TAG).cloned().flatten())
-            .and_then(|r| r.parse::<u64>().ok());
+        let rows = file_tag(&file, ROWS_TAG).and_then(|r| r.parse::<u64>().ok());
         if let (Some((hour, f)), Some(rows)) = (file_ref(&file), rows) {
             let entry = hours.entry(hour).or_insert((rows, Vec::new()));
             // Files of one hour are written together and agree; a disagreement disables it.
@@ -331,28 +323,18 @@ async fn index_hour(
         SortOptions::default(),
     )])
     .ok_or_else(|| Error::Config("trace index: empty sort order".into()))?;
-    let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
-    let mut merged = StreamingMergeBuilder::new()
-        .with_streams(streams)
-        .with_schema(projected.clone())
-        .with_expressions(&ordering)
-        .with_metrics(BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), 0))
-        .with_batch_size(config.batch_rows)
-        .with_reservation(MemoryConsumer::new("tracelake trace index").register(&pool))
-        .build()
-        .map_err(|e| Error::Config(format!("trace index merge: {e}")))?;
+    let mut merged = merge_sorted(
+        streams,
+        &projected,
+        &ordering,
+        config.batch_rows,
+        "trace index",
+    )?;
 
     let file_schema: SchemaRef = Arc::new(Schema::new(index_file_fields()));
-    let mut partition_values = IndexMap::new();
-    for (name, value) in PARTITION_COLUMNS.iter().zip([&hour.0, &hour.1]) {
-        partition_values.insert(
-            name.to_string(),
-            delta_kernel::expressions::Scalar::String(value.clone()),
-        );
-    }
     let writer_config = PartitionWriterConfig::try_new(
         file_schema.clone(),
-        partition_values,
+        partition_values(&hour.0, &hour.1),
         Some(index_writer_properties()),
         // One file per hour: readers then probe one footer.
         NonZeroU64::new(u64::MAX),
