@@ -287,7 +287,7 @@ pub(crate) async fn compact_once(config: Config) -> anyhow::Result<()> {
         .context("compaction")?;
     for (tenant, stats) in &done {
         println!(
-            "tenant={tenant} hours={} files_removed={} bytes_removed={} files_added={} bytes_added={} spans={} files_vacuumed={} hours_indexed={}",
+            "tenant={tenant} hours={} files_removed={} bytes_removed={} files_added={} bytes_added={} spans={} files_vacuumed={} hours_indexed={} rollup_hours={}",
             stats.partitions,
             stats.files_removed,
             stats.bytes_removed,
@@ -296,6 +296,7 @@ pub(crate) async fn compact_once(config: Config) -> anyhow::Result<()> {
             stats.spans,
             stats.files_vacuumed,
             stats.hours_indexed,
+            stats.rollup_hours,
         );
     }
     println!(

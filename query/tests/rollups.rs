@@ -218,6 +218,24 @@ async fn rollups_equal_the_spans_aggregation_and_survive_a_restart() {
         .value(0);
     assert!((39_000_000.0..=40_400_000.0).contains(&p99), "{p99}");
 
+    // Compaction folds the hour's rollup files (one per flush) into one, same answers.
+    let compaction = tracelake_storage::CompactionConfig {
+        grace: std::time::Duration::ZERO,
+        vacuum_retention: None,
+        ..Default::default()
+    };
+    assert_eq!(rollup_files(&storage).await, 4);
+    let stats = storage.compact(&compaction).await.unwrap();
+    assert_eq!(stats.rollup_hours, 1, "{stats:?}");
+    assert_eq!(rollup_files(&storage).await, 1);
+    assert_eq!(table(&engine, FROM_ROLLUPS).await, expected);
+    let rows = table(&engine, "SELECT count(*) AS n FROM span_metrics_1m").await;
+    assert_eq!(
+        rows,
+        distinct_rows(&engine).await,
+        "one row per dimension now"
+    );
+
     // Spans acknowledged but not flushed are replayed after a restart and rolled up once.
     append(
         &storage,
@@ -234,6 +252,28 @@ async fn rollups_equal_the_spans_aggregation_and_survive_a_restart() {
     assert_eq!(table(&engine, FROM_ROLLUPS).await, expected);
     let stored = table(&engine, "SELECT count(*) AS n FROM spans").await;
     assert!(stored.contains("| 710"), "{stored}");
+    // The late flush's rollup file is folded in by the next pass.
+    assert_eq!(rollup_files(&storage).await, 2);
+    assert_eq!(storage.compact(&compaction).await.unwrap().rollup_hours, 1);
+    assert_eq!(rollup_files(&storage).await, 1);
+    assert_eq!(table(&engine, FROM_ROLLUPS).await, expected);
+}
+
+/// Files in the current version of the rollup table.
+async fn rollup_files(storage: &Storage) -> usize {
+    let snapshot = storage.snapshot("default").await.unwrap();
+    let table = snapshot.rollups.expect("rollups exist");
+    table.snapshot().unwrap().log_data().iter().count()
+}
+
+/// Rows of `span_metrics_1m` if each dimension had one.
+async fn distinct_rows(engine: &QueryEngine) -> String {
+    table(
+        engine,
+        "SELECT count(*) AS n FROM (SELECT DISTINCT minute, service_name, span_name, \
+         span_kind, status_class, http_route FROM span_metrics_1m)",
+    )
+    .await
 }
 
 /// (Σ spans in the rollups, count(*) of spans).

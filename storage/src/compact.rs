@@ -135,6 +135,8 @@ pub struct CompactionStats {
     pub files_vacuumed: u64,
     /// Hours whose trace index was built (see [`crate::trace_index`]).
     pub hours_indexed: u64,
+    /// Hours whose `span_metrics_1m` rollup files were folded into one.
+    pub rollup_hours: u64,
 }
 
 impl std::ops::AddAssign for CompactionStats {
@@ -147,6 +149,7 @@ impl std::ops::AddAssign for CompactionStats {
         self.bytes_added += o.bytes_added;
         self.files_vacuumed += o.files_vacuumed;
         self.hours_indexed += o.hours_indexed;
+        self.rollup_hours += o.rollup_hours;
     }
 }
 
@@ -241,21 +244,60 @@ fn partition_start(date: &str, hour: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// The files of each closed hour (ended more than `grace` before `now`).
+pub(crate) fn closed_hours(
+    files: impl Iterator<Item = LogicalFileView>,
+    grace: Duration,
+    now: SystemTime,
+) -> BTreeMap<(String, String), Vec<FileRef>> {
+    let mut by_partition: BTreeMap<(String, String), Vec<FileRef>> = BTreeMap::new();
+    for ((date, hour), file) in files.filter_map(|f| file_ref(&f)) {
+        let closed = partition_start(&date, &hour)
+            .is_some_and(|start| start + Duration::from_secs(3600) + grace <= now);
+        if closed {
+            by_partition.entry((date, hour)).or_default().push(file);
+        }
+    }
+    by_partition
+}
+
+/// Commits the rewrite of one hour: `removed` out, `adds` in, without data change.
+pub(crate) async fn commit_rewrite(
+    table: &mut DeltaTable,
+    (date, hour): (&str, &str),
+    removed: &[&FileRef],
+    adds: Vec<deltalake::kernel::Add>,
+    target_size: u64,
+) -> Result<()> {
+    let url = table.table_url().clone();
+    let delta = |e: DeltaTableError| Error::delta(&url, e);
+    let mut actions: Vec<Action> = removed.iter().map(|f| f.remove.clone()).collect();
+    actions.extend(adds.into_iter().map(|mut add| {
+        add.data_change = false;
+        Action::Add(add)
+    }));
+    let operation = DeltaOperation::Optimize {
+        predicate: Some(format!("date = '{date}' AND hour = '{hour}'")),
+        target_size: i64::try_from(target_size).unwrap_or(i64::MAX),
+    };
+    {
+        let state = table.snapshot().map_err(delta)?;
+        CommitBuilder::from(CommitProperties::default())
+            .with_actions(actions)
+            .build(Some(state), table.log_store(), operation)
+            .await
+            .map_err(delta)?;
+    }
+    table.update_incremental(None).await.map_err(delta)
+}
+
 /// The closed hours of a table that hold files not yet compacted, with all their files.
 fn plan(
     files: impl Iterator<Item = LogicalFileView>,
     config: &CompactionConfig,
     now: SystemTime,
 ) -> Vec<HourPlan> {
-    let mut by_partition: BTreeMap<(String, String), Vec<FileRef>> = BTreeMap::new();
-    for ((date, hour), file) in files.filter_map(|f| file_ref(&f)) {
-        let closed = partition_start(&date, &hour)
-            .is_some_and(|start| start + Duration::from_secs(3600) + config.grace <= now);
-        if closed {
-            by_partition.entry((date, hour)).or_default().push(file);
-        }
-    }
-    by_partition
+    closed_hours(files, config.grace, now)
         .into_iter()
         .filter(|(_, files)| files.iter().any(|f| f.bucket.is_none()))
         .map(|(partition, mut files)| {
@@ -355,6 +397,19 @@ pub async fn compact_location(
         )
         .await?;
         stats.hours_indexed = hours;
+        let rollup_url = location.table_url(&tenant, crate::rollup::ROLLUP_DATASET)?;
+        let rollups = DeltaTable::try_from_url_with_storage_options(
+            rollup_url.clone(),
+            location.options().clone(),
+        )
+        .await
+        .map_err(|e| Error::delta(&rollup_url, e))?;
+        if rollups.version().is_some() {
+            let now = SystemTime::now();
+            let (compacted, hours) = crate::rollup::compact_rollups(&rollups, config, now).await?;
+            vacuum_table(compacted.as_ref().unwrap_or(&rollups), config).await?;
+            stats.rollup_hours = hours;
+        }
         done.push((tenant, stats));
     }
     Ok(done)
@@ -612,22 +667,16 @@ async fn compact_hour(
         bytes_added: adds.iter().map(|a| a.size.max(0) as u64).sum(),
         files_vacuumed: 0,
         hours_indexed: 0,
+        rollup_hours: 0,
     };
-    let mut actions: Vec<Action> = rewritten.iter().map(|f| f.remove.clone()).collect();
-    actions.extend(adds.into_iter().map(Action::Add));
-    let operation = DeltaOperation::Optimize {
-        predicate: Some(format!("date = '{date}' AND hour = '{hour_value}'")),
-        target_size: i64::try_from(config.target_file_bytes).unwrap_or(i64::MAX),
-    };
-    {
-        let state = table.snapshot().map_err(delta)?;
-        CommitBuilder::from(CommitProperties::default())
-            .with_actions(actions)
-            .build(Some(state), table.log_store(), operation)
-            .await
-            .map_err(delta)?;
-    }
-    table.update_incremental(None).await.map_err(delta)?;
+    commit_rewrite(
+        table,
+        (date, hour_value),
+        &rewritten,
+        adds,
+        config.target_file_bytes,
+    )
+    .await?;
     info!(
         table = %url,
         date,

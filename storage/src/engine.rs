@@ -31,10 +31,12 @@ use tokio::sync::Notify;
 use tracelake_proto::span_schema;
 use tracing::{info, warn};
 
-use crate::compact::{compact_and_vacuum, CompactionConfig, CompactionStats};
+use crate::compact::{compact_and_vacuum, vacuum_table, CompactionConfig, CompactionStats};
 use crate::error::{Error, Result};
 use crate::metrics::StorageMetrics;
-use crate::rollup::{rollup, rollup_schema, rollup_writer_properties, ROLLUP_DATASET};
+use crate::rollup::{
+    compact_rollups, rollup, rollup_schema, rollup_writer_properties, ROLLUP_DATASET,
+};
 use crate::store::{validate_tenant, StorageLocation};
 use crate::table::{
     append_spans, append_with_txn, committed_wal_seq, open_or_create_span_table,
@@ -844,6 +846,48 @@ impl Storage {
                 Err(e) => {
                     self.shared.metrics.compaction_errors.inc();
                     warn!(tenant, error = %e, "trace index build failed; lookups scan those hours");
+                }
+            }
+            // Fold each closed hour's per-flush rollup files into one.
+            let rollups = self
+                .shared
+                .tenants
+                .lock()
+                .get(&tenant)
+                .and_then(|s| s.rollups.clone());
+            let Some(rollups) = rollups else {
+                continue;
+            };
+            let task_config = config.clone();
+            let result = rt
+                .spawn(async move {
+                    let (compacted, hours) =
+                        compact_rollups(&rollups, &task_config, std::time::SystemTime::now())
+                            .await?;
+                    let (vacuumed, _) =
+                        vacuum_table(compacted.as_ref().unwrap_or(&rollups), &task_config).await?;
+                    Ok::<_, Error>((vacuumed.or(compacted), hours))
+                })
+                .await
+                .map_err(|e| Error::Config(format!("rollup compaction task failed: {e}")))?;
+            match result {
+                Ok((table, hours)) => {
+                    if let Some(table) = table {
+                        let mut tenants = self.shared.tenants.lock();
+                        let state = tenants.entry(tenant.clone()).or_default();
+                        if state
+                            .rollups
+                            .as_ref()
+                            .is_none_or(|t| t.version() < table.version())
+                        {
+                            state.rollups = Some(table);
+                        }
+                    }
+                    total.rollup_hours += hours;
+                }
+                Err(e) => {
+                    self.shared.metrics.compaction_errors.inc();
+                    warn!(tenant, error = %e, "rollup compaction failed; the table is unchanged");
                 }
             }
         }

@@ -12,11 +12,12 @@
 //! | `error_count` | Σ `adjusted_count` of spans with status ERROR or HTTP status ≥ 500 |
 //! | `duration_sum_nanos` | Σ `adjusted_count` × duration |
 //! | `duration_sketch` | DDSketch of the durations, each counted round(`adjusted_count`) times |
-//! | `spans` | spans stored |
+//! | `spans` | spans stored (int64: Delta has no unsigned integers) |
 //!
 //! A minute gets several rows when several flushes (or late spans) touch it; readers merge
 //! them (`SUM`, `ddsketch_merge`). Compaction rewrites span files without changing their rows,
-//! so the rollups stay right without being rebuilt.
+//! so the rollups stay right without being rebuilt; it folds each closed hour's rollup files
+//! (one per flush) into one ([`compact_rollups`]), so a 30-day window reads 720 files.
 //!
 //! Exactly once: the rollups of a flush are committed *before* its spans, with the same Delta
 //! `txn(app_id, seq)`. A flush computes rollups only from records above the rollup table's txn:
@@ -25,19 +26,30 @@
 //! them twice.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::{Arc, LazyLock};
+use std::time::SystemTime;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, Int32Builder, Int64Builder,
-    RecordBatch, StringBuilder, UInt64Builder,
+    RecordBatch, StringBuilder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef};
+use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
+use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::table::config::TablePropertiesExt as _;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
 use sketches_ddsketch::DDSketch;
 use tracelake_proto::{columns, PARTITION_COLUMNS};
+use tracing::info;
 
+use crate::compact::{
+    closed_hours, commit_rewrite, open_file, partition_values, CompactionConfig, FileRef,
+};
 use crate::error::{Error, Result};
 use crate::sketch::{encode, new_sketch};
 
@@ -83,7 +95,7 @@ static ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(c::ERROR_COUNT, DataType::Float64, false),
         Field::new(c::DURATION_SUM_NANOS, DataType::Float64, false),
         Field::new(c::DURATION_SKETCH, DataType::Binary, false),
-        Field::new(c::SPANS, DataType::UInt64, false),
+        Field::new(c::SPANS, DataType::Int64, false),
     ];
     fields.extend(
         PARTITION_COLUMNS
@@ -138,22 +150,28 @@ struct Acc {
 fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
     let array = batch.column_by_name(name).ok_or_else(|| {
         Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
-            "span batch has no column {name}"
+            "batch has no column {name}"
         )))
     })?;
     Ok(cast(array, to)?)
 }
 
+/// A rollup row's dimensions: minute, service, span name, kind, status class, route.
+type Key<'a> = (
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<i32>,
+    &'a str,
+    Option<&'a str>,
+);
+
+fn get_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
 /// The rollup rows of `batches` (span batches), or `None` when they hold no span.
 pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
-    type Key<'a> = (
-        i64,
-        Option<&'a str>,
-        Option<&'a str>,
-        Option<i32>,
-        &'static str,
-        Option<&'a str>,
-    );
     let mut columns_of = Vec::with_capacity(batches.len());
     for b in batches {
         columns_of.push([
@@ -169,9 +187,6 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
         ]);
     }
     let mut groups: HashMap<Key<'_>, Acc> = HashMap::new();
-    fn get_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
-        a.is_valid(i).then(|| a.value(i))
-    }
     for cols in &columns_of {
         let start = cols[0].as_primitive::<Int64Type>();
         let service = cols[1].as_string::<i32>();
@@ -229,6 +244,172 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
     if groups.is_empty() {
         return Ok(None);
     }
+    rows_batch(groups, true).map(Some)
+}
+
+/// Re-aggregates rollup rows (as stored: without the partition columns) into one row per
+/// dimension, merging their sketches. The output has the stored schema too.
+pub(crate) fn merge_rollups(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+    use rollup_columns as c;
+    let mut groups: HashMap<Key<'_>, Acc> = HashMap::new();
+    // Columns cast to the types read below: stored types may differ (Delta has no unsigned
+    // integers, readers may choose view types).
+    let mut typed = Vec::with_capacity(batches.len());
+    for b in batches {
+        let mut cols = Vec::with_capacity(11);
+        for (name, to) in [
+            (c::MINUTE, DataType::Int64),
+            (c::SERVICE_NAME, DataType::Utf8),
+            (c::SPAN_NAME, DataType::Utf8),
+            (c::SPAN_KIND, DataType::Int32),
+            (c::STATUS_CLASS, DataType::Utf8),
+            (c::HTTP_ROUTE, DataType::Utf8),
+            (c::COUNT, DataType::Float64),
+            (c::ERROR_COUNT, DataType::Float64),
+            (c::DURATION_SUM_NANOS, DataType::Float64),
+            (c::DURATION_SKETCH, DataType::Binary),
+            (c::SPANS, DataType::Int64),
+        ] {
+            cols.push(column(b, name, &to)?);
+        }
+        typed.push((b.num_rows(), cols));
+    }
+    for (rows, cols) in &typed {
+        let minute = cols[0].as_primitive::<Int64Type>();
+        let service = cols[1].as_string::<i32>();
+        let name = cols[2].as_string::<i32>();
+        let kind = cols[3].as_primitive::<Int32Type>();
+        let class = cols[4].as_string::<i32>();
+        let route = cols[5].as_string::<i32>();
+        let count = cols[6].as_primitive::<Float64Type>();
+        let errors = cols[7].as_primitive::<Float64Type>();
+        let duration = cols[8].as_primitive::<Float64Type>();
+        let sketch = cols[9].as_binary::<i32>();
+        let spans = cols[10].as_primitive::<Int64Type>();
+        for i in 0..*rows {
+            let key: Key<'_> = (
+                minute.value(i),
+                get_str(service, i),
+                get_str(name, i),
+                kind.is_valid(i).then(|| kind.value(i)),
+                class.value(i),
+                get_str(route, i),
+            );
+            let acc = groups.entry(key).or_default();
+            acc.count += count.value(i);
+            acc.errors += errors.value(i);
+            acc.duration_sum += duration.value(i);
+            acc.spans += u64::try_from(spans.value(i)).unwrap_or(0);
+            let s = crate::sketch::decode(sketch.value(i))
+                .map_err(|e| Error::Config(format!("rollup sketch: {e}")))?;
+            match &mut acc.sketch {
+                Some(into) => into
+                    .merge(&s)
+                    .map_err(|e| Error::Config(format!("rollup sketch merge: {e}")))?,
+                None => acc.sketch = Some(s),
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    rows_batch(groups, false).map(Some)
+}
+
+/// Re-aggregates every closed hour of the rollup table that has more than one file (one per
+/// flush that touched it) into one file, in one Delta commit per hour without data change:
+/// the sums and merged sketches are those of the rows it replaces. Late rollups for a compacted
+/// hour add a file, and the next pass folds it in. Returns the table after the last commit
+/// (`None` when nothing was done) and the hours rewritten.
+pub async fn compact_rollups(
+    table: &DeltaTable,
+    config: &CompactionConfig,
+    now: SystemTime,
+) -> Result<(Option<DeltaTable>, u64)> {
+    let url = table.table_url().clone();
+    let delta = |e: DeltaTableError| Error::delta(&url, e);
+    let mut table = table.clone();
+    table.update_incremental(None).await.map_err(delta)?;
+    let mut hours = {
+        let state = table.snapshot().map_err(delta)?;
+        closed_hours(state.log_data().iter(), config.grace, now)
+    };
+    hours.retain(|_, files| files.len() > 1);
+    if hours.is_empty() {
+        return Ok((None, 0));
+    }
+    let store = table.log_store().object_store(None);
+    let readers = DefaultParquetFileReaderFactory::new(store.clone());
+    let mut done = 0;
+    for ((date, hour), files) in &hours {
+        let mut batches = Vec::new();
+        for file in files {
+            let stream = open_file(&readers, file, config)
+                .await?
+                .build()
+                .map_err(|e| Error::Config(format!("rollups: reading {}: {e}", file.path)))?;
+            batches.extend(
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| Error::Config(format!("rollups: reading {}: {e}", file.path)))?,
+            );
+        }
+        let Some(merged) = merge_rollups(&batches)? else {
+            continue;
+        };
+        let spans = |b: &RecordBatch| -> Result<i64> {
+            let c = column(b, rollup_columns::SPANS, &DataType::Int64)?;
+            Ok(arrow::compute::sum(c.as_primitive::<Int64Type>()).unwrap_or(0))
+        };
+        let mut before = 0;
+        for b in &batches {
+            before += spans(b)?;
+        }
+        let after = spans(&merged)?;
+        if before != after {
+            return Err(Error::Config(format!(
+                "rollup compaction of {date}/{hour}: {after} spans after, {before} before; \
+                 nothing committed"
+            )));
+        }
+        let writer_config = PartitionWriterConfig::try_new(
+            merged.schema(),
+            partition_values(date, hour),
+            Some(rollup_writer_properties()),
+            NonZeroU64::new(config.target_file_bytes),
+            None,
+            None,
+            None,
+        )
+        .map_err(delta)?;
+        let num_indexed_cols = table
+            .snapshot()
+            .map_err(delta)?
+            .table_config()
+            .num_indexed_cols();
+        let mut writer =
+            PartitionWriter::try_with_config(store.clone(), writer_config, num_indexed_cols, None)
+                .map_err(delta)?;
+        writer.write(&merged).await.map_err(delta)?;
+        let adds = writer.close().await.map_err(delta)?;
+        let removed: Vec<&FileRef> = files.iter().collect();
+        commit_rewrite(
+            &mut table,
+            (date, hour),
+            &removed,
+            adds,
+            config.target_file_bytes,
+        )
+        .await?;
+        info!(table = %url, date, hour, files = files.len(), rows = merged.num_rows(), "rollups compacted");
+        done += 1;
+    }
+    Ok((Some(table), done))
+}
+
+/// The rows of `groups`, sorted by dimension; with the partition columns when `partitions`.
+fn rows_batch(groups: HashMap<Key<'_>, Acc>, partitions: bool) -> Result<RecordBatch> {
     let mut rows: Vec<(Key<'_>, Acc)> = groups.into_iter().collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     let n = rows.len();
@@ -242,7 +423,7 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
     let mut errors = Float64Builder::with_capacity(n);
     let mut duration_sum = Float64Builder::with_capacity(n);
     let mut sketch = BinaryBuilder::new();
-    let mut spans = UInt64Builder::with_capacity(n);
+    let mut spans = Int64Builder::with_capacity(n);
     let mut date = StringBuilder::new();
     let mut hour = StringBuilder::new();
     for ((m, s, nm, k, c, r), acc) in &rows {
@@ -256,12 +437,14 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
         errors.append_value(acc.errors);
         duration_sum.append_value(acc.duration_sum);
         sketch.append_value(encode(acc.sketch.as_ref().unwrap_or(&new_sketch())));
-        spans.append_value(acc.spans);
-        let (d, h) = tracelake_proto::partition_values(u64::try_from(*m).unwrap_or(0));
-        date.append_value(d);
-        hour.append_value(h);
+        spans.append_value(i64::try_from(acc.spans).unwrap_or(i64::MAX));
+        if partitions {
+            let (d, h) = tracelake_proto::partition_values(u64::try_from(*m).unwrap_or(0));
+            date.append_value(d);
+            hour.append_value(h);
+        }
     }
-    let arrays: Vec<ArrayRef> = vec![
+    let mut arrays: Vec<ArrayRef> = vec![
         Arc::new(minute.finish()),
         Arc::new(service.finish()),
         Arc::new(name.finish()),
@@ -273,10 +456,22 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
         Arc::new(duration_sum.finish()),
         Arc::new(sketch.finish()),
         Arc::new(spans.finish()),
-        Arc::new(date.finish()),
-        Arc::new(hour.finish()),
     ];
-    Ok(Some(RecordBatch::try_new(rollup_schema(), arrays)?))
+    let schema = if partitions {
+        arrays.push(Arc::new(date.finish()));
+        arrays.push(Arc::new(hour.finish()));
+        rollup_schema()
+    } else {
+        rollup_file_schema()
+    };
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+/// The stored schema of rollup files: without the partition columns.
+fn rollup_file_schema() -> SchemaRef {
+    let schema = rollup_schema();
+    let fields = schema.fields().len() - PARTITION_COLUMNS.len();
+    Arc::new(Schema::new(schema.fields()[..fields].to_vec()))
 }
 
 #[cfg(test)]
