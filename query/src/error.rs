@@ -27,6 +27,9 @@ pub enum Error {
     /// cannot be compared.
     #[error("unsupported query: {0}")]
     Unsupported(String),
+    /// A request's parameters are out of range; the message says which and why.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// A trace id is not 1-32 hex digits.
     #[error("invalid trace id {0:?}: expected up to 32 hex digits")]
     InvalidTraceId(String),
@@ -63,6 +66,7 @@ impl Error {
             | Error::TraceQl(_)
             | Error::Unsupported(_)
             | Error::InvalidTraceId(_)
+            | Error::InvalidRequest(_)
             | Error::Timeout(_) => true,
             Error::Query(e) => matches!(
                 e.find_root(),

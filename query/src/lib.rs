@@ -20,6 +20,7 @@ mod error;
 pub mod guard;
 pub mod jaeger;
 mod provider;
+pub mod red;
 pub mod search;
 pub mod sketch;
 pub mod tags;

@@ -29,7 +29,7 @@ fn old_trace(id: &[u8], service: &str, spans: u64) -> ResourceSpans {
 }
 
 /// A counter's value from `/metrics` (0 when absent).
-async fn metric(server: &TestServer, name: &str) -> u64 {
+pub(crate) async fn metric(server: &TestServer, name: &str) -> u64 {
     let text = reqwest::get(server.url("/metrics"))
         .await
         .unwrap()

@@ -13,6 +13,7 @@ mod errors;
 mod jaeger;
 mod openapi;
 mod otlp;
+mod red;
 mod s3;
 mod sampling;
 mod server;

@@ -12,7 +12,7 @@ use crate::server::TestServer;
 const CONFIG: &str = "[sampling]\nenabled = true\n";
 
 /// Every endpoint each listener must document (SPECS.md and issue 4).
-const HTTP_PATHS: [&str; 15] = [
+const HTTP_PATHS: [&str; 16] = [
     "/api/traces/{id}",
     "/api/v2/traces/{id}",
     "/api/search",
@@ -22,6 +22,7 @@ const HTTP_PATHS: [&str; 15] = [
     "/api/v2/search/tag/{tag}/values",
     "/api/status/buildinfo",
     "/api/sql",
+    "/api/metrics/red",
     "/api/sampling",
     "/api/sampling/reload",
     "/api/echo",

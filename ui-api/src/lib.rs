@@ -25,6 +25,7 @@
 mod error;
 pub mod jaeger;
 mod openapi;
+mod red;
 mod search;
 mod sql;
 mod tempo;
@@ -95,6 +96,7 @@ pub fn tenant_from_headers(headers: &HeaderMap) -> String {
     tags(
         (name = "tempo", description = "Grafana Tempo's HTTP API"),
         (name = "sql", description = "Read-only SQL over the spans table"),
+        (name = "metrics", description = "RED metrics from the per-minute rollups"),
         (name = "sampling", description = "The tail sampler"),
         (name = "ops", description = "Probes, metrics and this document")
     )
@@ -106,6 +108,7 @@ fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(HttpApiDoc::openapi())
         .routes(routes!(traces::trace_by_id_v1))
         .routes(routes!(sql::sql))
+        .routes(routes!(red::red))
         .routes(routes!(sampling_status))
         .routes(routes!(sampling_reload))
         .routes(routes!(echo))
@@ -328,7 +331,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         for (listener, routes, expected) in [
-            ("--http-addr", routes(), 15),
+            ("--http-addr", routes(), 16),
             ("--jaeger-addr", jaeger::routes(), 11),
         ] {
             let (router, doc) = routes.split_for_parts();

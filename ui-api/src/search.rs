@@ -64,7 +64,10 @@ pub(crate) struct SearchParams {
     spss: Option<String>,
 }
 
-fn number<T: std::str::FromStr>(name: &str, value: &Option<String>) -> Result<Option<T>, ApiError> {
+pub(crate) fn number<T: std::str::FromStr>(
+    name: &str,
+    value: &Option<String>,
+) -> Result<Option<T>, ApiError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
@@ -75,7 +78,7 @@ fn number<T: std::str::FromStr>(name: &str, value: &Option<String>) -> Result<Op
     }
 }
 
-fn duration(name: &str, value: &Option<String>) -> Result<Option<Duration>, ApiError> {
+pub(crate) fn duration(name: &str, value: &Option<String>) -> Result<Option<Duration>, ApiError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) => traceql::parse_duration(v)
