@@ -285,6 +285,55 @@ async fn time_lookups(
     (latencies, bytes)
 }
 
+/// p99 duration by service over the hour, from raw spans and from the rollups (issue 5).
+const P99_RAW: &str = "SELECT service_name AS s, \
+     ddsketch_quantile(ddsketch(duration_nano, adjusted_count), 0.99) AS p99 FROM spans \
+     WHERE date = '2026-11-02' AND hour = '10' GROUP BY 1 ORDER BY 1";
+const P99_ROLLUPS: &str = "SELECT service_name AS s, \
+     ddsketch_quantile(ddsketch_merge(duration_sketch), 0.99) AS p99 FROM span_metrics_1m \
+     WHERE date = '2026-11-02' AND hour = '10' GROUP BY 1 ORDER BY 1";
+
+/// Times `sql` over `/api/sql` (warm-up, then `runs`); sorted latencies and the last reply.
+async fn time_sql(
+    client: &reqwest::Client,
+    srv: &TestServer,
+    config: &Config,
+    sql: &str,
+) -> (Vec<Duration>, serde_json::Value) {
+    let mut latencies = Vec::new();
+    let mut last = serde_json::Value::Null;
+    for run in 0..config.warmup + config.runs {
+        let t = Instant::now();
+        let resp = client
+            .post(srv.url("/api/sql"))
+            .body(sql.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{sql}");
+        last = resp.json().await.unwrap();
+        if run >= config.warmup {
+            latencies.push(t.elapsed());
+        }
+    }
+    latencies.sort();
+    (latencies, last)
+}
+
+/// The largest relative difference between two `[{s, p99}]` replies, service by service.
+fn max_relative_gap(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+    assert_eq!(a.len(), b.len(), "the same services");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            assert_eq!(x["s"], y["s"]);
+            let (x, y) = (x["p99"].as_f64().unwrap(), y["p99"].as_f64().unwrap());
+            (x - y).abs() / x.abs().max(1e-9)
+        })
+        .fold(0.0, f64::max)
+}
+
 /// What one size measured.
 struct SizeResult {
     spans: u64,
@@ -296,6 +345,10 @@ struct SizeResult {
     lookups: Vec<Duration>,
     lookup_bytes: u64,
     compaction: Compaction,
+    /// p99 by service from raw spans and from rollups: latencies, and their largest gap.
+    p99_raw: Vec<Duration>,
+    p99_rollups: Vec<Duration>,
+    p99_gap: f64,
 }
 
 /// What `tracelake compact` did after a stage's ingest.
@@ -383,6 +436,25 @@ fn print_size(r: &SizeResult) {
         ms(percentile(&r.lookups, 0.9)),
         ms(percentile(&r.lookups, 0.99)),
     );
+    for (label, latencies) in [
+        ("p99 by service over the hour, SQL over `spans`", &r.p99_raw),
+        (
+            "p99 by service over the hour, SQL over `span_metrics_1m`",
+            &r.p99_rollups,
+        ),
+    ] {
+        println!(
+            "| {label} | {} | {} | {} | {} | | |",
+            latencies.len(),
+            ms(percentile(latencies, 0.5)),
+            ms(percentile(latencies, 0.9)),
+            ms(percentile(latencies, 0.99)),
+        );
+    }
+    println!(
+        "\nRollup p99s are within {:.3} % of the raw-span sketches' (largest gap over services).",
+        r.p99_gap * 100.0
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -467,7 +539,13 @@ async fn main() {
         let (warm, timed) = ids.split_at(ids.len().min(20).min(ids.len() / 2));
         let _ = time_lookups(&client, &srv, warm).await;
         let (lookups, lookup_bytes) = time_lookups(&client, &srv, timed).await;
+        let (p99_raw, raw) = time_sql(&client, &srv, &config, P99_RAW).await;
+        let (p99_rollups, rolled) = time_sql(&client, &srv, &config, P99_ROLLUPS).await;
+        let p99_gap = max_relative_gap(&raw, &rolled);
         let result = SizeResult {
+            p99_raw,
+            p99_rollups,
+            p99_gap,
             spans: total_spans,
             traces: total_traces,
             parquet_bytes,
