@@ -67,7 +67,7 @@ pub struct JaegerSearch {
 }
 
 /// One edge of the service dependency graph.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dependency {
     /// The calling service.
     pub parent: String,
@@ -75,6 +75,10 @@ pub struct Dependency {
     pub child: String,
     /// Calls over the window, weighted by the children's `adjusted_count`, rounded.
     pub call_count: u64,
+    /// Calls (weighted, unrounded) over the window.
+    pub calls: f64,
+    /// Of those, calls whose child span failed (status ERROR or HTTP status ≥ 500), weighted.
+    pub errors: f64,
 }
 
 /// The partition and start-time predicate of a window: `date`/`hour` prune partitions, the
@@ -370,8 +374,8 @@ impl QueryEngine {
     }
 
     /// Parent -> child service edges of spans starting in `window` whose parent span is of
-    /// another service (the parent is looked up in the same window), with call counts weighted
-    /// by `adjusted_count`.
+    /// another service (the parent is looked up in the same window), with call and error
+    /// counts weighted by `adjusted_count`: the service graph.
     pub async fn jaeger_dependencies(
         &self,
         tenant: &str,
@@ -401,7 +405,19 @@ impl QueryEngine {
                     col(TRACE_ID).alias("c_trace"),
                     col(PARENT_SPAN_ID).alias("c_parent"),
                     col(SERVICE_NAME).alias("child"),
-                    col(ADJUSTED_COUNT).alias("weight"),
+                    datafusion::functions::expr_fn::coalesce(vec![
+                        col(ADJUSTED_COUNT),
+                        lit(1.0f64),
+                    ])
+                    .alias("weight"),
+                    datafusion::logical_expr::when(
+                        col(STATUS_CODE)
+                            .eq(lit(2i32))
+                            .or(col(HTTP_RESPONSE_STATUS_CODE).gt_eq(lit(500i64))),
+                        lit(1.0f64),
+                    )
+                    .otherwise(lit(0.0f64))?
+                    .alias("failed"),
                 ])?;
             let batches = children
                 .join(
@@ -414,10 +430,13 @@ impl QueryEngine {
                 .filter(col("parent").not_eq(col("child")))?
                 .aggregate(
                     vec![col("parent"), col("child")],
-                    vec![datafusion::functions_aggregate::expr_fn::sum(
-                        datafusion::functions::expr_fn::coalesce(vec![col("weight"), lit(1.0f64)]),
-                    )
-                    .alias("calls")],
+                    vec![
+                        datafusion::functions_aggregate::expr_fn::sum(col("weight")).alias("calls"),
+                        datafusion::functions_aggregate::expr_fn::sum(
+                            col("weight") * col("failed"),
+                        )
+                        .alias("errors"),
+                    ],
                 )?
                 .sort(vec![
                     col("parent").sort(true, true),
@@ -431,6 +450,8 @@ impl QueryEngine {
                 let children = string_values(std::slice::from_ref(batch), 1)?;
                 let calls = cast(batch.column(2), &DataType::Float64)?;
                 let calls = calls.as_primitive::<Float64Type>();
+                let errors = cast(batch.column(3), &DataType::Float64)?;
+                let errors = errors.as_primitive::<Float64Type>();
                 for (i, (parent, child)) in parents.into_iter().zip(children).enumerate() {
                     if let (Some(parent), Some(child)) = (parent, child) {
                         let weight = if calls.is_null(i) {
@@ -442,6 +463,12 @@ impl QueryEngine {
                             parent,
                             child,
                             call_count: weight.round().max(0.0) as u64,
+                            calls: weight,
+                            errors: if errors.is_null(i) {
+                                0.0
+                            } else {
+                                errors.value(i)
+                            },
                         });
                     }
                 }

@@ -12,7 +12,7 @@ use crate::server::TestServer;
 const CONFIG: &str = "[sampling]\nenabled = true\n";
 
 /// Every endpoint each listener must document (SPECS.md and issue 4).
-const HTTP_PATHS: [&str; 16] = [
+const HTTP_PATHS: [&str; 17] = [
     "/api/traces/{id}",
     "/api/v2/traces/{id}",
     "/api/search",
@@ -23,6 +23,7 @@ const HTTP_PATHS: [&str; 16] = [
     "/api/status/buildinfo",
     "/api/sql",
     "/api/metrics/red",
+    "/api/service-graph",
     "/api/sampling",
     "/api/sampling/reload",
     "/api/echo",

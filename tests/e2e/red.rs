@@ -1,5 +1,6 @@
-//! `GET /api/metrics/red` against the real binary: a loadgen hour, flushed (so its rollups are
-//! written), and every series compared with SQL over the raw spans.
+//! `GET /api/metrics/red` and `GET /api/service-graph` against the real binary: a loadgen hour,
+//! flushed (so its rollups are written), and every series and edge compared with SQL over the
+//! raw spans.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,7 +31,7 @@ fn rank(values: &mut [f64], q: f64) -> f64 {
 }
 
 #[tokio::test]
-async fn red_metrics_match_sql_over_the_spans() {
+async fn red_metrics_and_service_graph_match_sql_over_the_spans() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--flush-interval", "500ms"]).await;
     let hour = old_hour();
@@ -159,6 +160,70 @@ async fn red_metrics_match_sql_over_the_spans() {
         routes.iter().map(|r| r["r"].clone()).collect::<Vec<_>>()
     );
     assert_eq!(body["step"], 60, "default step: the window / 60");
+
+    // The service graph: caller -> callee edges with weighted calls and errors, as SQL over the
+    // spans computes them, and the same calls on Jaeger's /api/dependencies.
+    let expected = server
+        .sql(
+            "SELECT p.service_name AS parent, c.service_name AS child, \
+             sum(coalesce(c.adjusted_count, 1.0)) AS calls, \
+             sum(CASE WHEN c.status_code = 2 OR c.http_response_status_code >= 500 \
+                 THEN coalesce(c.adjusted_count, 1.0) ELSE 0.0 END) AS errors \
+             FROM spans c JOIN spans p \
+               ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id \
+             WHERE p.service_name <> c.service_name GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .await;
+    let graph: Value = reqwest::get(server.url(&format!(
+        "/api/service-graph?start={hour}&end={}",
+        hour + 3600
+    )))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let edges = graph["edges"].as_array().unwrap();
+    assert!(edges.len() >= 3, "{graph}");
+    assert_eq!(edges.len(), expected.len(), "{graph}");
+    let mut with_errors = 0;
+    for (edge, want) in edges.iter().zip(&expected) {
+        assert_eq!(edge["parent"], want["parent"]);
+        assert_eq!(edge["child"], want["child"]);
+        assert_eq!(edge["calls"].as_f64(), want["calls"].as_f64(), "{edge}");
+        assert_eq!(edge["errors"].as_f64(), want["errors"].as_f64(), "{edge}");
+        with_errors += usize::from(edge["errors"].as_f64().unwrap() > 0.0);
+    }
+    assert!(with_errors > 0, "the workload has failing calls: {graph}");
+    let jaeger: Value = reqwest::get(server.jaeger_url(&format!(
+        "/api/dependencies?endTs={}&lookback=3600000",
+        (hour + 3600) * 1000 - 1
+    )))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let links = jaeger["data"].as_array().unwrap();
+    assert_eq!(links.len(), edges.len(), "{jaeger}");
+    for (link, edge) in links.iter().zip(edges) {
+        assert_eq!(link["parent"], edge["parent"]);
+        assert_eq!(
+            link["callCount"].as_f64().unwrap(),
+            edge["calls"].as_f64().unwrap().round()
+        );
+    }
+    let (status, body) = {
+        let r = reqwest::get(server.url("/api/service-graph?start=10&end=5"))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 400);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("must be after start"));
 
     // Bad requests say what is wrong.
     for (query, needle) in [

@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+mod graph;
 pub mod jaeger;
 mod openapi;
 mod red;
@@ -96,7 +97,7 @@ pub fn tenant_from_headers(headers: &HeaderMap) -> String {
     tags(
         (name = "tempo", description = "Grafana Tempo's HTTP API"),
         (name = "sql", description = "Read-only SQL over the spans table"),
-        (name = "metrics", description = "RED metrics from the per-minute rollups"),
+        (name = "metrics", description = "RED metrics from the per-minute rollups, and the service graph"),
         (name = "sampling", description = "The tail sampler"),
         (name = "ops", description = "Probes, metrics and this document")
     )
@@ -109,6 +110,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(traces::trace_by_id_v1))
         .routes(routes!(sql::sql))
         .routes(routes!(red::red))
+        .routes(routes!(graph::service_graph))
         .routes(routes!(sampling_status))
         .routes(routes!(sampling_reload))
         .routes(routes!(echo))
@@ -331,7 +333,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         for (listener, routes, expected) in [
-            ("--http-addr", routes(), 16),
+            ("--http-addr", routes(), 17),
             ("--jaeger-addr", jaeger::routes(), 11),
         ] {
             let (router, doc) = routes.split_for_parts();
