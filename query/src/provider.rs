@@ -69,6 +69,18 @@ impl SpansTable {
     }
 }
 
+/// A scan with no rows, of `schema` projected.
+fn empty_scan(
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = match projection {
+        Some(p) => Arc::new(schema.project(p)?),
+        None => Arc::clone(schema),
+    };
+    Ok(Arc::new(EmptyExec::new(schema)))
+}
+
 /// Plans a scan of one Delta table snapshot, read with `schema`.
 pub(crate) async fn delta_scan(
     table: &DeltaTable,
@@ -164,13 +176,7 @@ impl TableProvider for DeltaSnapshotTable {
             Some(table) => {
                 delta_scan(&table, &self.schema, state, projection, filters, limit).await
             }
-            None => {
-                let schema = match projection {
-                    Some(p) => Arc::new(self.schema.project(p)?),
-                    None => Arc::clone(&self.schema),
-                };
-                Ok(Arc::new(EmptyExec::new(schema)))
-            }
+            None => empty_scan(&self.schema, projection),
         }
     }
 }
@@ -236,11 +242,7 @@ impl TableProvider for SpansTable {
             )?);
         }
         if inputs.is_empty() {
-            let schema = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => Arc::clone(&self.schema),
-            };
-            return Ok(Arc::new(EmptyExec::new(schema)));
+            return empty_scan(&self.schema, projection);
         }
         UnionExec::try_new(inputs)
     }

@@ -1,8 +1,6 @@
 //! `GET /api/service-graph`: parent -> child service edges over a window, with call and error
 //! counts weighted by `adjusted_count` (the same edges as Jaeger's `/api/dependencies`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -11,7 +9,7 @@ use tracelake_query::TimeRange;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
-use crate::search::number;
+use crate::search::{now_secs, window_secs};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// The window when `start` is absent: the hour before `end`.
@@ -82,12 +80,7 @@ pub(crate) async fn service_graph(
     headers: HeaderMap,
 ) -> Result<Json<ServiceGraph>, ApiError> {
     let tenant = tenant_from_headers(&headers);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let end = number::<u64>("end", &params.end)?.unwrap_or(now);
-    let start = number::<u64>("start", &params.start)?
-        .unwrap_or_else(|| end.saturating_sub(DEFAULT_WINDOW_SECS));
+    let (start, end) = window_secs(&params.start, &params.end, now_secs(), DEFAULT_WINDOW_SECS)?;
     if end <= start {
         return Err(ApiError::BadRequest(format!(
             "end ({end}) must be after start ({start})"

@@ -1,8 +1,6 @@
 //! `GET /api/metrics/red`: rate, error rate and latency quantiles of one service, per operation
 //! or route, from the `span_metrics_1m` rollups.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -11,7 +9,7 @@ use tracelake_query::red::{RedGroupBy, RedPoint, RedRequest, RedSeries};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
-use crate::search::{duration, number};
+use crate::search::{duration, now_secs, number, window_secs};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// The window when `start` is absent: the hour before `end`.
@@ -68,9 +66,7 @@ impl RedParams {
                 )))
             }
         };
-        let end = number::<u64>("end", &self.end)?.unwrap_or(now_secs);
-        let start = number::<u64>("start", &self.start)?
-            .unwrap_or_else(|| end.saturating_sub(DEFAULT_WINDOW_SECS));
+        let (start, end) = window_secs(&self.start, &self.end, now_secs, DEFAULT_WINDOW_SECS)?;
         let step_secs = match self.step.as_deref().map(str::trim) {
             None | Some("") => (end.saturating_sub(start) / 60).div_ceil(60).max(1) * 60,
             Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => {
@@ -185,10 +181,7 @@ pub(crate) async fn red(
     headers: HeaderMap,
 ) -> Result<Json<RedResponse>, ApiError> {
     let tenant = tenant_from_headers(&headers);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let request = params.request(now)?;
+    let request = params.request(now_secs())?;
     let series = state.engine.red(&tenant, request.clone()).await?;
     Ok(Json(RedResponse {
         service: request.service,

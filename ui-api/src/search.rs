@@ -4,7 +4,7 @@
 //! duration, e.g. `100ms`), `limit` (default 20), `start` and `end` (unix seconds; default the
 //! last 24 hours), `spss` (spans listed per spanset, default 3).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -78,6 +78,25 @@ pub(crate) fn number<T: std::str::FromStr>(
     }
 }
 
+/// Unix seconds now.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `start`/`end` in unix seconds; `end` defaults to `now`, `start` to `default_secs` before it.
+pub(crate) fn window_secs(
+    start: &Option<String>,
+    end: &Option<String>,
+    now: u64,
+    default_secs: u64,
+) -> Result<(u64, u64), ApiError> {
+    let end = number::<u64>("end", end)?.unwrap_or(now);
+    let start = number::<u64>("start", start)?.unwrap_or_else(|| end.saturating_sub(default_secs));
+    Ok((start, end))
+}
+
 pub(crate) fn duration(name: &str, value: &Option<String>) -> Result<Option<Duration>, ApiError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
@@ -103,9 +122,7 @@ impl SearchParams {
             )));
         }
         let spss = number::<usize>("spss", &self.spss)?.unwrap_or(DEFAULT_SPSS);
-        let end = number::<u64>("end", &self.end)?.unwrap_or(now_secs);
-        let start = number::<u64>("start", &self.start)?
-            .unwrap_or_else(|| end.saturating_sub(DEFAULT_WINDOW_SECS));
+        let (start, end) = window_secs(&self.start, &self.end, now_secs, DEFAULT_WINDOW_SECS)?;
         if end < start {
             return Err(ApiError::BadRequest(format!(
                 "end ({end}) is before start ({start})"
@@ -166,10 +183,7 @@ async fn search(
     headers: HeaderMap,
 ) -> Result<Json<JsonValue>, ApiError> {
     let tenant = tenant_from_headers(&headers);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let request = params.request(now)?;
+    let request = params.request(now_secs())?;
     let response = state.engine.search(&tenant, request).await?;
     Ok(Json(response_json(&response)))
 }
