@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tracelake_ingest::sampling::{Rules, SamplingConfig};
+use tracelake_query::slo::SloConfig;
 use tracelake_storage::CompactionConfig;
 
 /// Flags of `tracelake serve`. Every flag is optional; unset flags fall back to the config file,
@@ -56,6 +57,7 @@ pub(crate) struct FileConfig {
     pub(crate) query: QuerySection,
     pub(crate) compaction: CompactionSection,
     pub(crate) sampling: SamplingConfig,
+    pub(crate) slo: Vec<SloConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +137,8 @@ pub(crate) struct Config {
     /// The config file, read again on `POST /api/sampling/reload` and when it changes.
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) sampling: Rules,
+    /// `[[slo]]` definitions, validated.
+    pub(crate) slos: Vec<SloConfig>,
 }
 
 const MAX_REQUEST_CEILING: usize = 64 * 1024 * 1024;
@@ -215,6 +219,7 @@ impl Config {
             bail!("compaction.max_inputs must be at least 2");
         }
         let sampling = file.sampling.compile().map_err(anyhow::Error::msg)?;
+        tracelake_query::slo::compile_all(&file.slo).map_err(anyhow::Error::msg)?;
         let mut storage_options = file.storage.options;
         // The usual AWS_* variables configure S3 when the file does not.
         for key in [
@@ -257,6 +262,7 @@ impl Config {
             compaction,
             config_file: args.config.clone(),
             sampling,
+            slos: file.slo,
         })
     }
 }
@@ -273,6 +279,17 @@ pub(crate) fn read_sampling(path: &std::path::Path) -> Result<SamplingConfig, St
     parse_file(&text)
         .map(|f| f.sampling)
         .map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// Reads and validates the `[[slo]]` entries of a config file again, for a hot reload.
+pub(crate) fn read_slos(path: &std::path::Path) -> Result<Vec<SloConfig>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading config file {}: {e}", path.display()))?;
+    let slos = parse_file(&text)
+        .map(|f| f.slo)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    tracelake_query::slo::compile_all(&slos)?;
+    Ok(slos)
 }
 
 /// The commented example printed by `tracelake config example`. Every key is listed with its
@@ -421,6 +438,27 @@ when = "status = error"
 # [[sampling.force_keep]]
 # when = "service = payment and duration > 2s"
 # name = "slow-payment"
+
+# Service level objectives, served at GET /api/slo and by slo_status() in SQL. They reload
+# when this file changes (and on POST /api/slo/reload). Good events: for "availability", spans
+# whose status is not ERROR and whose HTTP status (if any) is below 500; for "latency", spans
+# no longer than `threshold`. Counts are weighted by adjusted_count (unbiased under sampling).
+# [[slo]]
+# name = "checkout-availability"       # letters, digits, - _ .
+# tenant = "default"
+# service = "checkout"
+# filter = '{ span.http.route =~ "/api/checkout/.*" && kind = server }'   # optional
+# objective = 0.999
+# kind = "availability"
+# window = "30d"
+#
+# [[slo]]
+# name = "checkout-latency"
+# service = "checkout"
+# objective = 0.99
+# kind = "latency"
+# threshold = "300ms"   # exact from the rollups when one of their bounds, else from the spans
+# window = "30d"
 "#;
 
 #[cfg(test)]

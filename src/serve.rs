@@ -61,6 +61,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )
         .context("starting the query engine")?,
     );
+    let slos = engine
+        .slos()
+        .replace(&config.slos)
+        .map_err(anyhow::Error::msg)?;
+    if slos > 0 {
+        info!(slos, "SLOs loaded");
+    }
     let sink: Arc<dyn SpanSink> =
         Arc::new(Pipeline::new(Arc::clone(&storage), Arc::clone(&sampler)));
     let receiver = ReceiverConfig {
@@ -91,6 +98,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     );
     let control = Arc::new(SamplerControl {
         sampler: Arc::clone(&sampler),
+        engine: Arc::clone(&engine),
         config_file: config.config_file.clone(),
     });
     if let Some(path) = config.config_file.clone() {
@@ -124,7 +132,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let state = ApiState {
         engine,
         registry: Arc::new(registry),
-        sampling: Some(control),
+        sampling: Some(control.clone()),
+        slo_reload: Some(Arc::new(move || control.reload_slos())),
     };
     servers.spawn(named(
         "jaeger api server",
@@ -204,7 +213,19 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
 /// The sampler as the HTTP API sees it: status, and reload from the config file.
 struct SamplerControl {
     sampler: Arc<TailSampler>,
+    engine: Arc<QueryEngine>,
     config_file: Option<std::path::PathBuf>,
+}
+
+impl SamplerControl {
+    /// Reads the `[[slo]]` entries of the config file again and puts them in force.
+    fn reload_slos(&self) -> Result<usize, String> {
+        let path = self.config_file.as_ref().ok_or(
+            "tracelake was started without --config, so there is no file to reload SLOs from",
+        )?;
+        let slos = crate::config::read_slos(path)?;
+        self.engine.slos().replace(&slos)
+    }
 }
 
 impl SamplingControl for SamplerControl {
@@ -244,13 +265,25 @@ async fn watch_config(
             continue;
         }
         last = now;
-        let control = Arc::clone(&control);
-        match tokio::task::spawn_blocking(move || control.reload()).await {
-            Ok(Ok(_)) => {
-                info!(file = %path.display(), "config file changed: sampling rules reloaded")
-            }
-            Ok(Err(e)) => {
-                warn!(file = %path.display(), error = %e, "config file changed but the sampling rules are invalid; the previous ones stay in force")
+        let c = Arc::clone(&control);
+        match tokio::task::spawn_blocking(move || (c.reload(), c.reload_slos())).await {
+            Ok((sampling, slos)) => {
+                match sampling {
+                    Ok(_) => {
+                        info!(file = %path.display(), "config file changed: sampling rules reloaded")
+                    }
+                    Err(e) => {
+                        warn!(file = %path.display(), error = %e, "config file changed but the sampling rules are invalid; the previous ones stay in force")
+                    }
+                }
+                match slos {
+                    Ok(n) => {
+                        info!(file = %path.display(), slos = n, "config file changed: SLOs reloaded")
+                    }
+                    Err(e) => {
+                        warn!(file = %path.display(), error = %e, "config file changed but the SLOs are invalid; the previous ones stay in force")
+                    }
+                }
             }
             Err(e) => warn!(error = %e, "config reload task failed"),
         }

@@ -101,6 +101,8 @@ pub struct QueryEngine {
     contexts: Mutex<HashMap<String, SessionContext>>,
     coverage: Arc<CoverageCache>,
     densities: Arc<DensityCache>,
+    pub(crate) slo_registry: Arc<crate::slo::SloRegistry>,
+    pub(crate) slo_cache: Arc<crate::slo::SloCache>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -269,6 +271,8 @@ impl QueryEngine {
             contexts: Mutex::new(HashMap::new()),
             coverage: Arc::default(),
             densities,
+            slo_registry: Arc::default(),
+            slo_cache: Arc::default(),
             runtime: Some(runtime),
         })
     }
@@ -289,6 +293,13 @@ impl QueryEngine {
         opts.execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime_env));
         crate::sketch::register(&ctx);
+        ctx.register_udtf(
+            "slo_status",
+            Arc::new(crate::slo::SloStatusFunction {
+                eval: self.slo_eval(),
+                tenant: tenant.to_string(),
+            }),
+        );
         ctx.register_table(
             "spans",
             Arc::new(SpansTable::new(
@@ -308,6 +319,10 @@ impl QueryEngine {
             .entry(tenant.to_string())
             .or_insert(ctx.clone());
         Ok(ctx)
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<Storage> {
+        &self.storage
     }
 
     pub(crate) fn densities(&self) -> Arc<DensityCache> {

@@ -30,6 +30,9 @@ pub enum Error {
     /// A request's parameters are out of range; the message says which and why.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The request names something that does not exist (an SLO, ...).
+    #[error("{0}")]
+    NotFound(String),
     /// A trace id is not 1-32 hex digits.
     #[error("invalid trace id {0:?}: expected up to 32 hex digits")]
     InvalidTraceId(String),
@@ -78,6 +81,7 @@ impl Error {
             ),
             Error::Storage(tracelake_storage::Error::InvalidTenant(_)) => true,
             Error::Storage(_) | Error::Internal(_) => false,
+            Error::NotFound(_) => true,
         }
     }
 }

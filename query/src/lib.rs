@@ -23,6 +23,7 @@ mod provider;
 pub mod red;
 pub mod search;
 pub mod sketch;
+pub mod slo;
 pub mod tags;
 pub mod traceql;
 

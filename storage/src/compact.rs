@@ -236,7 +236,7 @@ pub(crate) fn file_ref(file: &LogicalFileView) -> Option<((String, String), File
 }
 
 /// The start of a `(date, hour)` partition, if its values parse.
-fn partition_start(date: &str, hour: &str) -> Option<SystemTime> {
+pub(crate) fn partition_start(date: &str, hour: &str) -> Option<SystemTime> {
     let day = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     let hour: u32 = hour.parse().ok().filter(|h| *h < 24)?;
     let at = day.and_time(NaiveTime::from_hms_opt(hour, 0, 0)?).and_utc();
@@ -421,20 +421,30 @@ pub(crate) async fn open_file(
     file: &FileRef,
     config: &CompactionConfig,
 ) -> Result<ParquetRecordBatchStreamBuilder<Box<dyn AsyncFileReader>>> {
+    open_path(readers, &file.path, file.size, config.batch_rows).await
+}
+
+/// [`open_file`] by path and size.
+pub(crate) async fn open_path(
+    readers: &DefaultParquetFileReaderFactory,
+    path: &deltalake::Path,
+    size: u64,
+    batch_rows: usize,
+) -> Result<ParquetRecordBatchStreamBuilder<Box<dyn AsyncFileReader>>> {
     let reader = readers
         .create_reader(
             0,
-            PartitionedFile::new(file.path.to_string(), file.size),
+            PartitionedFile::new(path.to_string(), size),
             None,
             &ExecutionPlanMetricsSet::new(),
         )
-        .map_err(|e| Error::Config(format!("compaction: reading {}: {e}", file.path)))?;
+        .map_err(|e| Error::Config(format!("reading {path}: {e}")))?;
     // `AsyncFileReader` is `Send` already; the parquet crate implements it for the plain box.
     let reader: Box<dyn AsyncFileReader> = reader;
     Ok(ParquetRecordBatchStreamBuilder::new(reader)
         .await
-        .map_err(|e| Error::Config(format!("compaction: reading {}: {e}", file.path)))?
-        .with_batch_size(config.batch_rows))
+        .map_err(|e| Error::Config(format!("reading {path}: {e}")))?
+        .with_batch_size(batch_rows))
 }
 
 /// The range of `start_time_unix_nano` in a file, from its row-group statistics (`None` when

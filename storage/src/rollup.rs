@@ -12,7 +12,11 @@
 //! | `error_count` | Σ `adjusted_count` of spans with status ERROR or HTTP status ≥ 500 |
 //! | `duration_sum_nanos` | Σ `adjusted_count` × duration |
 //! | `duration_sketch` | DDSketch of the durations, each counted round(`adjusted_count`) times |
+//! | `duration_le` | Σ `adjusted_count` of spans with duration ≤ each bound of [`LATENCY_BOUNDS_MS`], cumulative (a list) |
 //! | `spans` | spans stored (int64: Delta has no unsigned integers) |
+//!
+//! `duration_le` makes latency SLIs exact for thresholds on the ladder (the sketch alone is
+//! within 1 %, which would misclassify spans near the threshold).
 //!
 //! A minute gets several rows when several flushes (or late spans) touch it; readers merge
 //! them (`SUM`, `ddsketch_merge`). Compaction rewrites span files without changing their rows,
@@ -32,7 +36,7 @@ use std::time::SystemTime;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, Int32Builder, Int64Builder,
-    RecordBatch, StringBuilder,
+    ListBuilder, RecordBatch, StringBuilder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef};
@@ -78,6 +82,8 @@ pub mod rollup_columns {
     pub const DURATION_SUM_NANOS: &str = "duration_sum_nanos";
     /// DDSketch of durations (nanoseconds), weighted.
     pub const DURATION_SKETCH: &str = "duration_sketch";
+    /// Σ adjusted_count of spans with duration ≤ each bound of [`super::LATENCY_BOUNDS_MS`].
+    pub const DURATION_LE: &str = "duration_le";
     /// Spans stored.
     pub const SPANS: &str = "spans";
 }
@@ -95,6 +101,7 @@ static ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(c::ERROR_COUNT, DataType::Float64, false),
         Field::new(c::DURATION_SUM_NANOS, DataType::Float64, false),
         Field::new(c::DURATION_SKETCH, DataType::Binary, false),
+        Field::new_list(c::DURATION_LE, le_item(), false),
         Field::new(c::SPANS, DataType::Int64, false),
     ];
     fields.extend(
@@ -104,6 +111,32 @@ static ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     );
     Arc::new(Schema::new(fields))
 });
+
+/// Latency bounds (milliseconds) of the `duration_le` column: a latency SLO whose threshold is
+/// one of them is computed exactly from the rollups.
+pub const LATENCY_BOUNDS_MS: [u64; 29] = [
+    1, 2, 5, 10, 20, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750, 1_000, 1_500, 2_000,
+    2_500, 3_000, 4_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 60_000,
+];
+
+/// The position of `threshold` in [`LATENCY_BOUNDS_MS`], if it is one of them.
+pub fn latency_bound_index(threshold: std::time::Duration) -> Option<usize> {
+    LATENCY_BOUNDS_MS
+        .iter()
+        .position(|ms| u128::from(*ms) * 1_000_000 == threshold.as_nanos())
+}
+
+/// The list item of `duration_le`, named as Delta names list elements.
+fn le_item() -> Field {
+    Field::new("element", DataType::Float64, false)
+}
+
+const BOUNDS: usize = LATENCY_BOUNDS_MS.len();
+
+/// The first bound a duration (ns) is within, or `BOUNDS` when it exceeds them all.
+fn le_bucket(nanos: i64) -> usize {
+    LATENCY_BOUNDS_MS.partition_point(|ms| (*ms as i64) * 1_000_000 < nanos)
+}
 
 /// The schema of `span_metrics_1m`: its columns, then the partition columns.
 pub fn rollup_schema() -> SchemaRef {
@@ -145,6 +178,8 @@ struct Acc {
     duration_sum: f64,
     spans: u64,
     sketch: Option<DDSketch>,
+    /// Cumulative counts per bound once built (per-bucket while [`rollup`] adds spans).
+    le: [f64; BOUNDS],
 }
 
 fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
@@ -233,6 +268,9 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
             }
             acc.duration_sum += w * d as f64;
             acc.spans += 1;
+            if let Some(slot) = acc.le.get_mut(le_bucket(d)) {
+                *slot += w;
+            }
             let times = w.round();
             if times >= 1.0 {
                 acc.sketch
@@ -243,6 +281,11 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
     }
     if groups.is_empty() {
         return Ok(None);
+    }
+    for acc in groups.values_mut() {
+        for i in 1..BOUNDS {
+            acc.le[i] += acc.le[i - 1];
+        }
     }
     rows_batch(groups, true).map(Some)
 }
@@ -256,7 +299,7 @@ pub(crate) fn merge_rollups(batches: &[RecordBatch]) -> Result<Option<RecordBatc
     // integers, readers may choose view types).
     let mut typed = Vec::with_capacity(batches.len());
     for b in batches {
-        let mut cols = Vec::with_capacity(11);
+        let mut cols = Vec::with_capacity(12);
         for (name, to) in [
             (c::MINUTE, DataType::Int64),
             (c::SERVICE_NAME, DataType::Utf8),
@@ -268,6 +311,7 @@ pub(crate) fn merge_rollups(batches: &[RecordBatch]) -> Result<Option<RecordBatc
             (c::ERROR_COUNT, DataType::Float64),
             (c::DURATION_SUM_NANOS, DataType::Float64),
             (c::DURATION_SKETCH, DataType::Binary),
+            (c::DURATION_LE, DataType::new_list(DataType::Float64, true)),
             (c::SPANS, DataType::Int64),
         ] {
             cols.push(column(b, name, &to)?);
@@ -285,7 +329,8 @@ pub(crate) fn merge_rollups(batches: &[RecordBatch]) -> Result<Option<RecordBatc
         let errors = cols[7].as_primitive::<Float64Type>();
         let duration = cols[8].as_primitive::<Float64Type>();
         let sketch = cols[9].as_binary::<i32>();
-        let spans = cols[10].as_primitive::<Int64Type>();
+        let le = cols[10].as_list::<i32>();
+        let spans = cols[11].as_primitive::<Int64Type>();
         for i in 0..*rows {
             let key: Key<'_> = (
                 minute.value(i),
@@ -300,6 +345,7 @@ pub(crate) fn merge_rollups(batches: &[RecordBatch]) -> Result<Option<RecordBatc
             acc.errors += errors.value(i);
             acc.duration_sum += duration.value(i);
             acc.spans += u64::try_from(spans.value(i)).unwrap_or(0);
+            add_le(&mut acc.le, &le.value(i))?;
             let s = crate::sketch::decode(sketch.value(i))
                 .map_err(|e| Error::Config(format!("rollup sketch: {e}")))?;
             match &mut acc.sketch {
@@ -314,6 +360,72 @@ pub(crate) fn merge_rollups(batches: &[RecordBatch]) -> Result<Option<RecordBatc
         return Ok(None);
     }
     rows_batch(groups, false).map(Some)
+}
+
+/// One file of the rollup table, as a reader needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RollupFile {
+    /// The object path, unique per file (files are immutable).
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// The first and last `minute` (unix ns) in the file: from its statistics, else its hour.
+    pub minutes: (i64, i64),
+}
+
+/// The files of the rollup table's loaded version.
+pub fn rollup_files(table: &DeltaTable) -> Result<Vec<RollupFile>> {
+    use delta_kernel::expressions::Scalar;
+    fn minute(values: Option<Scalar>) -> Option<i64> {
+        let Some(Scalar::Struct(data)) = values else {
+            return None;
+        };
+        let i = data
+            .fields()
+            .iter()
+            .position(|f| f.name() == rollup_columns::MINUTE)?;
+        match data.values().get(i)? {
+            Scalar::Long(v) => Some(*v),
+            _ => None,
+        }
+    }
+    let state = table
+        .snapshot()
+        .map_err(|e| Error::delta(table.table_url(), e))?;
+    Ok(state
+        .log_data()
+        .iter()
+        .filter_map(|f| {
+            let stats = minute(f.min_values()).zip(minute(f.max_values()));
+            let ((date, hour), file) = crate::compact::file_ref(&f)?;
+            let minutes = stats.or_else(|| {
+                let start = crate::compact::partition_start(&date, &hour)?
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()?
+                    .as_nanos() as i64;
+                Some((start, start + 3_600_000_000_000 - MINUTE_NANOS))
+            })?;
+            Some(RollupFile {
+                path: file.path.to_string(),
+                size: file.size,
+                minutes,
+            })
+        })
+        .collect())
+}
+
+/// The rows of one rollup file (without the partition columns).
+pub async fn read_rollup_file(table: &DeltaTable, file: &RollupFile) -> Result<Vec<RecordBatch>> {
+    let store = table.log_store().object_store(None);
+    let readers = DefaultParquetFileReaderFactory::new(store);
+    let path = deltalake::Path::from(file.path.as_str());
+    crate::compact::open_path(&readers, &path, file.size, 8192)
+        .await?
+        .build()
+        .map_err(|e| Error::Config(format!("rollups: reading {}: {e}", file.path)))?
+        .try_collect()
+        .await
+        .map_err(|e| Error::Config(format!("rollups: reading {}: {e}", file.path)))
 }
 
 /// Re-aggregates every closed hour of the rollup table that has more than one file (one per
@@ -408,6 +520,22 @@ pub async fn compact_rollups(
     Ok((Some(table), done))
 }
 
+/// Adds a stored `duration_le` list to `into`; the error names a list of the wrong length.
+fn add_le(into: &mut [f64; BOUNDS], values: &ArrayRef) -> Result<()> {
+    let values = values.as_primitive::<Float64Type>();
+    if values.len() != BOUNDS {
+        return Err(Error::Config(format!(
+            "rollup {}: {} bounds, expected {BOUNDS}",
+            rollup_columns::DURATION_LE,
+            values.len()
+        )));
+    }
+    for (slot, v) in into.iter_mut().zip(values.iter()) {
+        *slot += v.unwrap_or(0.0);
+    }
+    Ok(())
+}
+
 /// The rows of `groups`, sorted by dimension; with the partition columns when `partitions`.
 fn rows_batch(groups: HashMap<Key<'_>, Acc>, partitions: bool) -> Result<RecordBatch> {
     let mut rows: Vec<(Key<'_>, Acc)> = groups.into_iter().collect();
@@ -423,6 +551,8 @@ fn rows_batch(groups: HashMap<Key<'_>, Acc>, partitions: bool) -> Result<RecordB
     let mut errors = Float64Builder::with_capacity(n);
     let mut duration_sum = Float64Builder::with_capacity(n);
     let mut sketch = BinaryBuilder::new();
+    let mut le = ListBuilder::with_capacity(Float64Builder::with_capacity(n * BOUNDS), n)
+        .with_field(Arc::new(le_item()));
     let mut spans = Int64Builder::with_capacity(n);
     let mut date = StringBuilder::new();
     let mut hour = StringBuilder::new();
@@ -437,6 +567,8 @@ fn rows_batch(groups: HashMap<Key<'_>, Acc>, partitions: bool) -> Result<RecordB
         errors.append_value(acc.errors);
         duration_sum.append_value(acc.duration_sum);
         sketch.append_value(encode(acc.sketch.as_ref().unwrap_or(&new_sketch())));
+        le.values().append_slice(&acc.le);
+        le.append(true);
         spans.append_value(i64::try_from(acc.spans).unwrap_or(i64::MAX));
         if partitions {
             let (d, h) = tracelake_proto::partition_values(u64::try_from(*m).unwrap_or(0));
@@ -455,6 +587,7 @@ fn rows_batch(groups: HashMap<Key<'_>, Acc>, partitions: bool) -> Result<RecordB
         Arc::new(errors.finish()),
         Arc::new(duration_sum.finish()),
         Arc::new(sketch.finish()),
+        Arc::new(le.finish()),
         Arc::new(spans.finish()),
     ];
     let schema = if partitions {

@@ -17,5 +17,6 @@ mod red;
 mod s3;
 mod sampling;
 mod server;
+mod slo;
 mod tempo;
 mod traceql;

@@ -12,7 +12,7 @@ use crate::server::TestServer;
 const CONFIG: &str = "[sampling]\nenabled = true\n";
 
 /// Every endpoint each listener must document (SPECS.md and issue 4).
-const HTTP_PATHS: [&str; 17] = [
+const HTTP_PATHS: [&str; 21] = [
     "/api/traces/{id}",
     "/api/v2/traces/{id}",
     "/api/search",
@@ -24,6 +24,10 @@ const HTTP_PATHS: [&str; 17] = [
     "/api/sql",
     "/api/metrics/red",
     "/api/service-graph",
+    "/api/slo",
+    "/api/slo/{name}",
+    "/api/slo/{name}/series",
+    "/api/slo/reload",
     "/api/sampling",
     "/api/sampling/reload",
     "/api/echo",

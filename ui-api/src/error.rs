@@ -26,6 +26,7 @@ impl From<tracelake_query::Error> for ApiError {
     fn from(e: tracelake_query::Error) -> Self {
         match e {
             tracelake_query::Error::Timeout(_) => ApiError::Timeout(e.to_string()),
+            tracelake_query::Error::NotFound(m) => ApiError::NotFound(m),
             e if e.is_client_error() => ApiError::BadRequest(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }

@@ -5,6 +5,8 @@
 //!  GET  /api/search, /api/v2/traces/{id}, tags, tag values, buildinfo   (Tempo, see `tempo`)
 //!  POST /api/sql             read-only SQL: JSON rows, CSV or Arrow IPC
 //!  GET  /api/sampling, POST /api/sampling/reload   the tail sampler's status and rules
+//!  GET  /api/metrics/red, /api/service-graph         RED series and caller -> callee edges
+//!  GET  /api/slo, /api/slo/{name}, /api/slo/{name}/series, POST /api/slo/reload   SLOs
 //!  GET  /ready, /api/echo    readiness and Grafana's "Save & test"
 //!  GET  /metrics             Prometheus text
 //!  GET  /api/openapi.json    the OpenAPI 3 document of all of the above ([`openapi`])
@@ -28,6 +30,7 @@ pub mod jaeger;
 mod openapi;
 mod red;
 mod search;
+mod slo;
 mod sql;
 mod tempo;
 mod traces;
@@ -61,7 +64,13 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// The tail sampler's status and reload, when there is one.
     pub sampling: Option<Arc<dyn SamplingControl>>,
+    /// Reads the SLO definitions again (from the config file): how many are now in force,
+    /// or what is wrong with them (the old ones stay).
+    pub slo_reload: Option<Arc<SloReload>>,
 }
+
+/// See [`ApiState::slo_reload`].
+pub type SloReload = dyn Fn() -> Result<usize, String> + Send + Sync;
 
 /// What the HTTP API can see and do of the tail sampler.
 pub trait SamplingControl: Send + Sync + 'static {
@@ -97,7 +106,7 @@ pub fn tenant_from_headers(headers: &HeaderMap) -> String {
     tags(
         (name = "tempo", description = "Grafana Tempo's HTTP API"),
         (name = "sql", description = "Read-only SQL over the spans table"),
-        (name = "metrics", description = "RED metrics from the per-minute rollups, and the service graph"),
+        (name = "metrics", description = "RED metrics and SLOs from the per-minute rollups, and the service graph"),
         (name = "sampling", description = "The tail sampler"),
         (name = "ops", description = "Probes, metrics and this document")
     )
@@ -111,6 +120,10 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(sql::sql))
         .routes(routes!(red::red))
         .routes(routes!(graph::service_graph))
+        .routes(routes!(slo::list))
+        .routes(routes!(slo::one))
+        .routes(routes!(slo::series))
+        .routes(routes!(slo::reload))
         .routes(routes!(sampling_status))
         .routes(routes!(sampling_reload))
         .routes(routes!(echo))
@@ -333,7 +346,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         for (listener, routes, expected) in [
-            ("--http-addr", routes(), 17),
+            ("--http-addr", routes(), 21),
             ("--jaeger-addr", jaeger::routes(), 11),
         ] {
             let (router, doc) = routes.split_for_parts();

@@ -75,7 +75,7 @@ impl TraceColumns {
 }
 
 /// True when `field` can only be known with the whole trace at hand.
-fn needs_trace(field: &Field) -> bool {
+pub(crate) fn needs_trace(field: &Field) -> bool {
     TraceColumns::of([field]) != TraceColumns::default()
 }
 
