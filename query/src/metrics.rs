@@ -545,10 +545,9 @@ async fn spans_batches(
         spans = spans.filter(compile::exact(c)?)?;
     }
     let duration = || col(columns::DURATION_NANO);
-    let mut groups = vec![
-        ((col(columns::START_TIME_UNIX_NANO) - lit(start)) / lit(nanos(req.step_nanos)))
-            .alias(STEP),
-    ];
+    let mut groups = vec![((col(columns::START_TIME_UNIX_NANO) - lit(start))
+        / lit(nanos(req.step_nanos)))
+    .alias(STEP)];
     for (i, f) in plan.by.iter().enumerate() {
         groups.push(group_expr(f)?.alias(format!("__tl_g{i}")));
     }
@@ -558,11 +557,7 @@ async fn spans_batches(
             // Tempo's buckets: 2^ceil(log2(nanos)), spans shorter than 2 ns left out.
             spans = spans.filter(duration().gt_eq(lit(2i64)))?;
             groups.push(
-                power(
-                    lit(2.0f64),
-                    ceil(log2(cast(duration(), DataType::Float64))),
-                )
-                .alias(LE),
+                power(lit(2.0f64), ceil(log2(cast(duration(), DataType::Float64)))).alias(LE),
             );
             sum(weight())
         }
@@ -835,7 +830,11 @@ mod tests {
 
     #[test]
     fn unsupported_queries_say_what_works() {
-        let error = |q: &str| MetricsPlan::new(&parse(q).unwrap()).unwrap_err().to_string();
+        let error = |q: &str| {
+            MetricsPlan::new(&parse(q).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(error("{ }").contains("not a metrics query"));
         assert!(error("{ .a = 1 } >> { .b = 2 } | rate()").contains("structural"));
         assert!(error("{ .a = 1 } && { .b = 2 } | rate()").contains("one spanset filter"));

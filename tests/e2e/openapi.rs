@@ -12,7 +12,7 @@ use crate::server::TestServer;
 const CONFIG: &str = "[sampling]\nenabled = true\n";
 
 /// Every endpoint each listener must document (SPECS.md and issue 4).
-const HTTP_PATHS: [&str; 17] = [
+const HTTP_PATHS: [&str; 19] = [
     "/api/traces/{id}",
     "/api/v2/traces/{id}",
     "/api/search",
@@ -23,6 +23,8 @@ const HTTP_PATHS: [&str; 17] = [
     "/api/status/buildinfo",
     "/api/sql",
     "/api/metrics/red",
+    "/api/metrics/query_range",
+    "/api/metrics/query",
     "/api/service-graph",
     "/api/sampling",
     "/api/sampling/reload",

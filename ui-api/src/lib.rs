@@ -3,6 +3,8 @@
 //! ```text
 //!  GET  /api/traces/{id}     Tempo v1 trace by id: {"batches": [...]} or protobuf
 //!  GET  /api/search, /api/v2/traces/{id}, tags, tag values, buildinfo   (Tempo, see `tempo`)
+//!  GET  /api/metrics/query_range, /api/metrics/query   TraceQL metrics (Tempo, see `tempo`)
+//!  GET  /api/metrics/red, /api/service-graph   RED series and service graph from the rollups
 //!  POST /api/sql             read-only SQL: JSON rows, CSV or Arrow IPC
 //!  GET  /api/sampling, POST /api/sampling/reload   the tail sampler's status and rules
 //!  GET  /ready, /api/echo    readiness and Grafana's "Save & test"
@@ -333,7 +335,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         for (listener, routes, expected) in [
-            ("--http-addr", routes(), 17),
+            ("--http-addr", routes(), 19),
             ("--jaeger-addr", jaeger::routes(), 11),
         ] {
             let (router, doc) = routes.split_for_parts();
