@@ -57,6 +57,9 @@ use crate::{QueryEngine, TimeRange};
 /// At most this many points per series (as Prometheus).
 pub const MAX_POINTS: u64 = 11_000;
 
+/// At most this many series per answer (Tempo's default `max_response_series`).
+pub const MAX_SERIES: usize = 1_000;
+
 const MINUTE_NANOS: u64 = 60_000_000_000;
 
 /// A TraceQL metrics query over a window.
@@ -652,6 +655,17 @@ fn assemble(
                 }
             }
         }
+    }
+    let per_group = match &plan.function {
+        Function::Quantiles(qs) => qs.len(),
+        _ => 1,
+    };
+    if acc.len() * per_group > MAX_SERIES {
+        return Err(Error::InvalidRequest(format!(
+            "{} series; at most {MAX_SERIES}: filter more spans or group by fewer or coarser \
+             fields",
+            acc.len() * per_group
+        )));
     }
     let mut ordered: Vec<((Vec<String>, u64), SeriesAcc)> = acc.into_iter().collect();
     ordered.sort_by(|(a, x), (b, y)| {

@@ -391,6 +391,27 @@ async fn traceql_metrics_match_sql_over_the_spans_on_both_paths() {
     assert!(truth.len() >= 2, "{truth:?}");
     check_counts(&series, "span.server.port", &truth, window, 300, 1.0);
 
+    // Spans: a trace-level intrinsic (the root span's service), the traces wholly in the window.
+    let series = range(
+        &server,
+        r#"{ rootServiceName = "frontend" && kind = server } | count_over_time() by (resource.service.name)"#,
+        window,
+        "10m",
+        "spans",
+    )
+    .await;
+    let truth = sql_counts(
+        &server,
+        "service_name",
+        "kind = 2 AND trace_id IN (SELECT trace_id FROM spans WHERE service_name = 'frontend' \
+         AND (parent_span_id IS NULL OR encode(parent_span_id, 'hex') = ''))",
+        window,
+        600,
+    )
+    .await;
+    assert!(truth.len() >= 3, "{truth:?}");
+    check_counts(&series, service, &truth, window, 600, 1.0);
+
     // Quantiles, rollups: merged per-minute sketches.
     let quantiles = [0.5, 0.9, 0.99];
     let series = range(
@@ -544,6 +565,11 @@ async fn traceql_metrics_match_sql_over_the_spans_on_both_paths() {
             "/api/metrics/query",
             with_q("{ } | rate()", w(hour, hour - 60)),
             "must be after start",
+        ),
+        (
+            "/api/metrics/query",
+            with_q("{ } | count_over_time() by (span:id)", w(hour, hour + 3600)),
+            "series; at most 1000",
         ),
     ] {
         let (status, body) = get(&server, path, &params).await;
