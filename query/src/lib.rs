@@ -19,6 +19,7 @@ mod engine;
 mod error;
 pub mod guard;
 pub mod jaeger;
+pub mod metrics;
 mod provider;
 pub mod red;
 pub mod search;

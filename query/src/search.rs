@@ -194,7 +194,7 @@ impl Value {
     }
 
     /// A hashable key for grouping (`by`).
-    fn group_key(&self) -> String {
+    pub(crate) fn group_key(&self) -> String {
         match self {
             Value::String(s) => format!("s{s}"),
             Value::Int(n) => format!("i{n}"),
@@ -647,8 +647,8 @@ struct TraceRows {
     spans: Vec<SpanRow>,
 }
 
-/// How a field's value is read in phase 2.
-fn value_expr(f: &Field) -> Result<Expr> {
+/// How a field's value is read in phase 2 (and by metrics queries).
+pub(crate) fn value_expr(f: &Field) -> Result<Expr> {
     Ok(match f {
         Field::Attribute(Attribute {
             scope: AttributeScope::Unscoped,
@@ -751,7 +751,7 @@ async fn fetch(
 
 /// Joins the per-trace columns the conditions need: trace duration, root name and service,
 /// and child counts.
-fn with_trace_columns(spans: DataFrame, need: TraceColumns) -> Result<DataFrame> {
+pub(crate) fn with_trace_columns(spans: DataFrame, need: TraceColumns) -> Result<DataFrame> {
     let mut spans = spans;
     if need.child_count {
         let children = spans
@@ -878,7 +878,8 @@ fn read_rows(
     Ok(())
 }
 
-fn read_value(field: &Field, array: &ArrayRef, row: usize) -> Option<Value> {
+/// The typed value of `field` at `row` of `array` (a column [`value_expr`] selected).
+pub(crate) fn read_value(field: &Field, array: &ArrayRef, row: usize) -> Option<Value> {
     if array.is_null(row) {
         return None;
     }

@@ -11,6 +11,7 @@ mod delta_readers;
 mod durability;
 mod errors;
 mod jaeger;
+mod metrics;
 mod openapi;
 mod otlp;
 mod red;

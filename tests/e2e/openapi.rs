@@ -12,7 +12,7 @@ use crate::server::TestServer;
 const CONFIG: &str = "[sampling]\nenabled = true\n";
 
 /// Every endpoint each listener must document (SPECS.md and issue 4).
-const HTTP_PATHS: [&str; 21] = [
+const HTTP_PATHS: [&str; 23] = [
     "/api/traces/{id}",
     "/api/v2/traces/{id}",
     "/api/search",
@@ -23,6 +23,8 @@ const HTTP_PATHS: [&str; 21] = [
     "/api/status/buildinfo",
     "/api/sql",
     "/api/metrics/red",
+    "/api/metrics/query_range",
+    "/api/metrics/query",
     "/api/service-graph",
     "/api/slo",
     "/api/slo/{name}",
@@ -147,6 +149,7 @@ async fn check(listener: &str, base: impl Fn(&str) -> String, expected: &[&str])
                     | "/api/status/buildinfo"
                     | "/api/sampling"
                     | "/api/sampling/reload"
+                    | "/api/slo/reload"
             );
             assert_eq!(
                 tenant, reads_data,

@@ -3,9 +3,10 @@
 //! ```text
 //!  GET  /api/traces/{id}     Tempo v1 trace by id: {"batches": [...]} or protobuf
 //!  GET  /api/search, /api/v2/traces/{id}, tags, tag values, buildinfo   (Tempo, see `tempo`)
+//!  GET  /api/metrics/query_range, /api/metrics/query   TraceQL metrics (Tempo, see `tempo`)
+//!  GET  /api/metrics/red, /api/service-graph   RED series and service graph from the rollups
 //!  POST /api/sql             read-only SQL: JSON rows, CSV or Arrow IPC
 //!  GET  /api/sampling, POST /api/sampling/reload   the tail sampler's status and rules
-//!  GET  /api/metrics/red, /api/service-graph         RED series and caller -> callee edges
 //!  GET  /api/slo, /api/slo/{name}, /api/slo/{name}/series, POST /api/slo/reload   SLOs
 //!  GET  /ready, /api/echo    readiness and Grafana's "Save & test"
 //!  GET  /metrics             Prometheus text
@@ -346,7 +347,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         for (listener, routes, expected) in [
-            ("--http-addr", routes(), 21),
+            ("--http-addr", routes(), 23),
             ("--jaeger-addr", jaeger::routes(), 11),
         ] {
             let (router, doc) = routes.split_for_parts();

@@ -197,11 +197,13 @@ fn operator(op: CompareOp) -> Operator {
 }
 
 /// `lhs op value`, with regexes fully anchored (RE2 semantics, as Tempo).
-fn compare(lhs: Expr, op: CompareOp, value: Expr) -> Expr {
+/// `lhs op value` (regex operators expect [`string_rhs`]'s anchored pattern).
+pub(crate) fn compare(lhs: Expr, op: CompareOp, value: Expr) -> Expr {
     binary_expr(lhs, operator(op), value)
 }
 
-fn string_rhs(op: CompareOp, s: &str) -> Expr {
+/// A string literal as the right side of `op`: regexes fully anchored (RE2 semantics, as Tempo).
+pub(crate) fn string_rhs(op: CompareOp, s: &str) -> Expr {
     if op.is_regex() {
         lit(format!("^(?:{s})$"))
     } else {
@@ -375,6 +377,15 @@ fn dedicated(scope: AttributeScope, key: &str) -> Option<Dedicated> {
         }
         _ => return None,
     })
+}
+
+/// The dedicated `spans` column that holds exactly the first string value of an attribute, if
+/// there is one (`resource.service.name` -> `service_name`, `span.http.route` -> `http_route`).
+pub(crate) fn exact_column(scope: AttributeScope, key: &str) -> Option<&'static str> {
+    match dedicated(scope, key) {
+        Some(Dedicated::Exact(column)) => Some(column),
+        _ => None,
+    }
 }
 
 /// The attribute's value struct (`{type, str, int, double, bool, bytes}`), NULL when absent.

@@ -1,4 +1,5 @@
-//! Tempo API endpoints besides search: trace by id v2, tags and tag values, build info.
+//! Tempo API endpoints besides search: trace by id v2, tags and tag values, build info, and
+//! TraceQL metrics.
 //!
 //! ```text
 //!  GET /api/v2/traces/{id}                  TraceByIDResponse, protobuf or JSON by Accept
@@ -7,8 +8,12 @@
 //!  GET /api/search/tag/{tag}/values         {"tagValues": ["..."]}
 //!  GET /api/v2/search/tag/{tag}/values?q=   {"tagValues": [{"type", "value"}]}
 //!  GET /api/status/buildinfo                {"version", "revision", "branch", ...}
+//!  GET /api/metrics/query_range?q&start&end&step   TraceQL metrics: {"series": [{labels,
+//!                                           promLabels, samples: [{timestampMs, value}]}]}
+//!  GET /api/metrics/query?q&start&end       the instant form: one value per series
 //! ```
 
+mod metrics;
 mod proto;
 mod tag_name;
 mod tags;
@@ -30,6 +35,8 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(tags::tag_values_v1))
         .routes(routes!(tags::tag_values_v2))
         .routes(routes!(build_info))
+        .routes(routes!(metrics::query_range))
+        .routes(routes!(metrics::query_instant))
 }
 
 /// Tempo's build information shape (Prometheus `common/version` fields, camelCase).
