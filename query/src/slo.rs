@@ -730,10 +730,6 @@ pub(crate) struct SloCache {
     tenants: Mutex<HashMap<String, TenantCache>>,
 }
 
-fn get_str(a: &arrow::array::StringArray, i: usize) -> Option<String> {
-    a.is_valid(i).then(|| a.value(i).to_string())
-}
-
 fn cast_column(b: &RecordBatch, name: &str, to: &DataType) -> Result<arrow::array::ArrayRef> {
     let c = b
         .column_by_name(name)
@@ -744,8 +740,6 @@ fn cast_column(b: &RecordBatch, name: &str, to: &DataType) -> Result<arrow::arra
 impl SloCache {
     /// Decodes a rollup file's rows, interning their dimensions.
     fn decode(&self, tenant: &str, batches: &[RecordBatch]) -> Result<FileRows> {
-        let mut tenants = self.tenants.lock();
-        let cache = tenants.entry(tenant.to_string()).or_default();
         let mut rows = Vec::new();
         for b in batches {
             let minute = cast_column(b, rc::MINUTE, &DataType::Int64)?;
@@ -776,24 +770,55 @@ impl SloCache {
                 errors.as_primitive::<Float64Type>(),
                 le.as_list::<i32>(),
             );
+            let offsets = le.value_offsets();
+            let values = le.values().as_primitive::<Float64Type>();
+            // Dimension ids of this batch, by borrowed key: the shared interner (and its
+            // lock) is only reached for dimensions new to the batch.
+            type Key<'a> = (
+                Option<&'a str>,
+                Option<&'a str>,
+                Option<i32>,
+                &'a str,
+                Option<&'a str>,
+            );
+            let mut local: HashMap<Key<'_>, u32> = HashMap::new();
             for i in 0..b.num_rows() {
-                let dim = cache.interner.id(Dim {
-                    service: get_str(service, i),
-                    name: get_str(name, i),
-                    kind: kind.is_valid(i).then(|| kind.value(i)),
-                    class: class.value(i).to_string(),
-                    route: get_str(route, i),
-                });
+                let key: Key<'_> = (
+                    opt_str(service, i),
+                    opt_str(name, i),
+                    kind.is_valid(i).then(|| kind.value(i)),
+                    class.value(i),
+                    opt_str(route, i),
+                );
+                let dim = match local.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self
+                            .tenants
+                            .lock()
+                            .entry(tenant.to_string())
+                            .or_default()
+                            .interner
+                            .id(Dim {
+                                service: key.0.map(str::to_string),
+                                name: key.1.map(str::to_string),
+                                kind: key.2,
+                                class: key.3.to_string(),
+                                route: key.4.map(str::to_string),
+                            });
+                        local.insert(key, id);
+                        id
+                    }
+                };
                 let mut agg = Agg {
                     count: count.value(i),
                     errors: errors.value(i),
                     le: [0.0; LATENCY_BOUNDS_MS.len()],
                 };
                 if le.is_valid(i) {
-                    let values = le.value(i);
-                    let values = values.as_primitive::<Float64Type>();
-                    for (slot, v) in agg.le.iter_mut().zip(values.iter()) {
-                        *slot = v.unwrap_or(0.0);
+                    let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    for (slot, v) in agg.le.iter_mut().zip(&values.values()[from..to]) {
+                        *slot = *v;
                     }
                 }
                 rows.push((dim, minute.value(i), agg));
@@ -836,6 +861,23 @@ fn classify(minutes: (i64, i64), intervals: &[(i64, i64)]) -> (Vec<usize>, bool)
     }
     (whole, cut)
 }
+
+fn opt_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+/// The rollup columns SLOs read (not the sketches, the largest).
+const ROLLUP_READ: [&str; 9] = [
+    rc::MINUTE,
+    rc::SERVICE_NAME,
+    rc::SPAN_NAME,
+    rc::SPAN_KIND,
+    rc::STATUS_CLASS,
+    rc::HTTP_ROUTE,
+    rc::COUNT,
+    rc::ERROR_COUNT,
+    rc::DURATION_LE,
+];
 
 /// Rollup files read at once.
 const READ_CONCURRENCY: usize = 8;
@@ -1084,7 +1126,7 @@ impl SloEval {
                 let cache = Arc::clone(&cache);
                 let tenant = tenant.to_string();
                 async move {
-                    let batches = read_rollup_file(&table, &f)
+                    let batches = read_rollup_file(&table, &f, Some(&ROLLUP_READ))
                         .await
                         .map_err(|e| Error::Internal(format!("rollups: {e}")))?;
                     let rows = cache.decode(&tenant, &batches)?;

@@ -414,18 +414,49 @@ pub fn rollup_files(table: &DeltaTable) -> Result<Vec<RollupFile>> {
         .collect())
 }
 
-/// The rows of one rollup file (without the partition columns).
-pub async fn read_rollup_file(table: &DeltaTable, file: &RollupFile) -> Result<Vec<RecordBatch>> {
+/// The rows of one rollup file (without the partition columns), only `columns` when given.
+pub async fn read_rollup_file(
+    table: &DeltaTable,
+    file: &RollupFile,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>> {
     let store = table.log_store().object_store(None);
     let readers = DefaultParquetFileReaderFactory::new(store);
     let path = deltalake::Path::from(file.path.as_str());
-    crate::compact::open_path(&readers, &path, file.size, 8192)
-        .await?
+    let mut builder = crate::compact::open_path(&readers, &path, file.size, 8192).await?;
+    if let Some(columns) = columns {
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask =
+            deltalake::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
+    }
+    builder
         .build()
         .map_err(|e| Error::Config(format!("rollups: reading {}: {e}", file.path)))?
         .try_collect()
         .await
         .map_err(|e| Error::Config(format!("rollups: reading {}: {e}", file.path)))
+}
+
+/// Appends rollup rows (with the partition columns, as [`rollup_schema`]) in one Delta commit,
+/// one file per partition. For tools and benchmarks that build rollups themselves; flushes
+/// commit theirs with a WAL watermark instead.
+pub async fn append_rollups(table: &DeltaTable, batches: Vec<RecordBatch>) -> Result<DeltaTable> {
+    let url = table.table_url().clone();
+    table
+        .clone()
+        .write(batches)
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .with_writer_properties(rollup_writer_properties())
+        .await
+        .map_err(|e| Error::delta(&url, e))
 }
 
 /// Re-aggregates every closed hour of the rollup table that has more than one file (one per

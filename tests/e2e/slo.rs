@@ -388,3 +388,109 @@ async fn invalid_slos_stop_the_server_with_the_reason() {
         "{err}"
     );
 }
+
+/// Tail sampling at 10 % (errors kept): the sampled server's SLO events and bad events stay
+/// within 4 standard deviations of the keep-all server's, the deviation being the
+/// Horvitz-Thompson variance estimated from the kept traces: Σ (a² - a) n², a = the trace's
+/// adjusted count, n = its spans the SLO counts. (At this size one deviation is a few percent;
+/// `cargo bench --bench agreement` checks the 3 % / 5 % targets at millions of spans.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_figures_under_sampling_stay_within_the_estimators_error() {
+    const SAMPLED: &str = "[sampling]\nenabled = true\ndecision_wait = \"1s\"\nmax_trace_wait = \"5s\"\nmid_probability = 0.1\nlow_probability = 0.1\n";
+    let slo = "[[slo]]\nname = \"frontend\"\nservice = \"frontend\"\nfilter = '{ kind = server }'\nobjective = 0.99\nkind = \"availability\"\nwindow = \"1d\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = Vec::new();
+    for (name, extra) in [("truth", ""), ("sampled", SAMPLED)] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let config = d.join("tracelake.toml");
+        std::fs::write(
+            &config,
+            format!("[storage]\nflush_interval = \"200ms\"\n{extra}\n{slo}"),
+        )
+        .unwrap();
+        servers.push(TestServer::start(&d, &["--config", config.to_str().unwrap()]).await);
+    }
+    let hour = {
+        let now = crate::data::now_nanos() / 1_000_000_000;
+        now - now % 3600 - 3 * 3600
+    };
+    for s in &servers {
+        run_loadgen(&[
+            "--traces",
+            "4000",
+            "--rate",
+            "0",
+            "--seed",
+            "43",
+            "--start-time",
+            &hour.to_string(),
+            "--time-spread",
+            "50m",
+            "--endpoint",
+            &s.grpc_url(),
+        ]);
+    }
+    let (truth, sampled) = (&servers[0], &servers[1]);
+    sampled
+        .eventually(
+            Duration::from_secs(60),
+            "every trace decided and flushed",
+            || async {
+                metric(sampled, "tracelake_sampling_buffered_traces").await == 0
+                    && metric(sampled, "tracelake_buffer_bytes").await == 0
+            },
+        )
+        .await;
+    truth
+        .eventually(Duration::from_secs(30), "every span flushed", || async {
+            metric(truth, "tracelake_buffer_bytes").await == 0
+        })
+        .await;
+    let stored = sampled.count("").await as f64 / truth.count("").await as f64;
+    assert!(stored < 0.3, "sampling stores a fraction: {stored}");
+
+    let at = hour + 3599;
+    let figures = |s: &TestServer| {
+        let url = s.url(&format!("/api/slo/frontend?time={at}"));
+        async move {
+            let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            (v["total"].as_f64().unwrap(), v["bad"].as_f64().unwrap())
+        }
+    };
+    let (want, got) = (figures(truth).await, figures(sampled).await);
+    let variance = |bad_only: bool| {
+        let extra = if bad_only {
+            " AND (coalesce(status_code, 0) = 2 OR coalesce(http_response_status_code, 0) >= 500)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT coalesce(sum((a * a - a) * n * n), 0) AS v FROM (SELECT max(adjusted_count) AS a, \
+             count(*) AS n FROM spans WHERE service_name = 'frontend' AND kind = 2{extra} GROUP BY trace_id)"
+        );
+        async move { sampled.sql(&sql).await[0]["v"].as_f64().unwrap() }
+    };
+    let (sd_total, sd_bad) = (variance(false).await.sqrt(), variance(true).await.sqrt());
+    eprintln!(
+        "events {:.0} vs {:.0} (sd {sd_total:.0}); bad {:.0} vs {:.0} (sd {sd_bad:.0}); stored {:.1} %",
+        got.0,
+        want.0,
+        got.1,
+        want.1,
+        stored * 100.0
+    );
+    assert!(
+        want.0 > 1000.0 && want.1 > 0.0,
+        "the workload reaches the SLO: {want:?}"
+    );
+    assert!(sd_total > 0.0, "some of the SLO's traces were sampled");
+    assert!(
+        (got.0 - want.0).abs() <= 4.0 * sd_total,
+        "events {got:?} vs {want:?}"
+    );
+    assert!(
+        (got.1 - want.1).abs() <= 4.0 * sd_bad + 1e-9,
+        "bad {got:?} vs {want:?}"
+    );
+}
