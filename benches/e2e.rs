@@ -8,6 +8,7 @@
 //! cargo bench --bench e2e -- --traces 20000
 //! ```
 
+#[allow(dead_code)]
 mod common;
 
 #[allow(dead_code, unreachable_pub)]

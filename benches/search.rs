@@ -35,7 +35,7 @@ mod server;
 
 use std::time::{Duration, Instant};
 
-use common::{dir_bytes, percentile};
+use common::{dir_bytes, number, percentile, setting};
 use server::TestServer;
 
 /// Spans per trace of the loadgen workload, for sizing the first chunk; corrected as it goes.
@@ -78,28 +78,9 @@ struct Config {
     data_dir: Option<String>,
 }
 
-fn setting(argv: &[String], name: &str) -> Option<String> {
-    let flag = format!("--{}", name.to_lowercase().replace('_', "-"));
-    argv.iter()
-        .position(|a| *a == flag)
-        .and_then(|i| argv.get(i + 1).cloned())
-        .or_else(|| std::env::var(name).ok())
-        .filter(|v| !v.trim().is_empty())
-}
-
-fn number(argv: &[String], name: &str, default: u64) -> u64 {
-    setting(argv, name).map_or(default, |v| {
-        v.trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: expected a non-negative integer, got {v:?}"))
-    })
-}
-
 fn config() -> Config {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let sizes = setting(&argv, "SIZES")
-        .or_else(|| setting(&argv, "SPANS"))
+    let sizes = setting("SIZES")
+        .or_else(|| setting("SPANS"))
         .unwrap_or_else(|| "1000000,3000000,10000000".into());
     let mut sizes: Vec<u64> = sizes
         .split(',')
@@ -114,14 +95,14 @@ fn config() -> Config {
     assert!(sizes[0] > 0, "SIZES: sizes must be positive");
     Config {
         sizes,
-        runs: number(&argv, "RUNS", 10).max(1) as usize,
-        warmup: number(&argv, "WARMUP", 2) as usize,
-        lookups: number(&argv, "LOOKUPS", 200).max(1) as usize,
-        chunks: number(&argv, "CHUNKS", 120).clamp(1, 3600),
+        runs: number("RUNS", 10).max(1) as usize,
+        warmup: number("WARMUP", 2) as usize,
+        lookups: number("LOOKUPS", 200).max(1) as usize,
+        chunks: number("CHUNKS", 120).clamp(1, 3600),
         // 2026-11-02T10:00:00Z: a whole hour, so that the data sits in one (date, hour) partition.
-        base: number(&argv, "BASE", 1_793_613_600) / 3600 * 3600,
-        query_budget: Duration::from_secs(number(&argv, "QUERY_BUDGET_SECS", 60)),
-        data_dir: setting(&argv, "DATA_DIR"),
+        base: number("BASE", 1_793_613_600) / 3600 * 3600,
+        query_budget: Duration::from_secs(number("QUERY_BUDGET_SECS", 60)),
+        data_dir: setting("DATA_DIR"),
     }
 }
 

@@ -36,30 +36,11 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
-use common::percentile;
+use common::{number, percentile, setting};
 use server::TestServer;
 use tracelake_storage::rollup::{
     append_rollups, read_rollup_file, rollup_columns, rollup_files, rollup_schema,
 };
-
-fn setting(name: &str) -> Option<String> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let flag = format!("--{}", name.to_lowercase().replace('_', "-"));
-    argv.iter()
-        .position(|a| *a == flag)
-        .and_then(|i| argv.get(i + 1).cloned())
-        .or_else(|| std::env::var(name).ok())
-        .filter(|v| !v.trim().is_empty())
-}
-
-fn number(name: &str, default: u64) -> u64 {
-    setting(name).map_or(default, |v| {
-        v.trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: expected a non-negative integer, got {v:?}"))
-    })
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e3)

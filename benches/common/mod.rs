@@ -29,3 +29,25 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
+
+/// A setting: `--name value` after `--` (name lowercased, `_` as `-`), else the environment
+/// variable `NAME`; blank counts as unset.
+pub(crate) fn setting(name: &str) -> Option<String> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let flag = format!("--{}", name.to_lowercase().replace('_', "-"));
+    argv.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| argv.get(i + 1).cloned())
+        .or_else(|| std::env::var(name).ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// A non-negative integer setting (`_` separators allowed), or `default`.
+pub(crate) fn number(name: &str, default: u64) -> u64 {
+    setting(name).map_or(default, |v| {
+        v.trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: expected a non-negative integer, got {v:?}"))
+    })
+}

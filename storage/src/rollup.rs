@@ -375,20 +375,7 @@ pub struct RollupFile {
 
 /// The files of the rollup table's loaded version.
 pub fn rollup_files(table: &DeltaTable) -> Result<Vec<RollupFile>> {
-    use delta_kernel::expressions::Scalar;
-    fn minute(values: Option<Scalar>) -> Option<i64> {
-        let Some(Scalar::Struct(data)) = values else {
-            return None;
-        };
-        let i = data
-            .fields()
-            .iter()
-            .position(|f| f.name() == rollup_columns::MINUTE)?;
-        match data.values().get(i)? {
-            Scalar::Long(v) => Some(*v),
-            _ => None,
-        }
-    }
+    let minute = |v| crate::table::long_stat(v, rollup_columns::MINUTE);
     let state = table
         .snapshot()
         .map_err(|e| Error::delta(table.table_url(), e))?;

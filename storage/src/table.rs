@@ -188,20 +188,7 @@ async fn already_committed(table: &DeltaTable, app_id: &str, wal_seq: u64) -> Re
 /// `(min start, max start, rows)` of every file of `table` whose Delta statistics have them
 /// (`start_time_unix_nano`): where in time the table's rows are, for planning scans.
 pub fn file_start_ranges(table: &DeltaTable) -> Result<Vec<(i64, i64, u64)>> {
-    use delta_kernel::expressions::Scalar;
-    fn start(values: Option<Scalar>) -> Option<i64> {
-        let Some(Scalar::Struct(data)) = values else {
-            return None;
-        };
-        let i = data
-            .fields()
-            .iter()
-            .position(|f| f.name() == columns::START_TIME_UNIX_NANO)?;
-        match data.values().get(i)? {
-            Scalar::Long(v) => Some(*v),
-            _ => None,
-        }
-    }
+    let start = |v| long_stat(v, columns::START_TIME_UNIX_NANO);
     let state = table
         .snapshot()
         .map_err(|e| Error::delta(table.table_url(), e))?;
@@ -213,4 +200,20 @@ pub fn file_start_ranges(table: &DeltaTable) -> Result<Vec<(i64, i64, u64)>> {
             Some((start(f.min_values())?, start(f.max_values())?, rows))
         })
         .collect())
+}
+
+/// The int64 statistic of `column` in a file's Delta min or max values, if present.
+pub(crate) fn long_stat(
+    values: Option<delta_kernel::expressions::Scalar>,
+    column: &str,
+) -> Option<i64> {
+    use delta_kernel::expressions::Scalar;
+    let Some(Scalar::Struct(data)) = values else {
+        return None;
+    };
+    let i = data.fields().iter().position(|f| f.name() == column)?;
+    match data.values().get(i)? {
+        Scalar::Long(v) => Some(*v),
+        _ => None,
+    }
 }
