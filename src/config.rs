@@ -111,6 +111,8 @@ pub(crate) struct QuerySection {
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_rows: Option<usize>,
     pub(crate) memory_limit_bytes: Option<usize>,
+    pub(crate) sql_memory_limit_bytes: Option<usize>,
+    pub(crate) sql_max_concurrent: Option<usize>,
 }
 
 /// The validated configuration.
@@ -131,6 +133,8 @@ pub(crate) struct Config {
     pub(crate) query_timeout: Duration,
     pub(crate) query_max_rows: usize,
     pub(crate) query_memory_limit: usize,
+    pub(crate) sql_memory_limit: usize,
+    pub(crate) sql_max_concurrent: usize,
     /// How often the background compactor runs; zero means never.
     pub(crate) compaction_interval: Duration,
     pub(crate) compaction: CompactionConfig,
@@ -218,6 +222,17 @@ impl Config {
         if compaction.max_inputs < 2 {
             bail!("compaction.max_inputs must be at least 2");
         }
+        let sql_memory_limit = file
+            .query
+            .sql_memory_limit_bytes
+            .unwrap_or(256 * 1024 * 1024);
+        if sql_memory_limit < 1024 * 1024 {
+            bail!("query.sql_memory_limit_bytes must be at least 1048576 (1 MiB)");
+        }
+        let sql_max_concurrent = file.query.sql_max_concurrent.unwrap_or(4);
+        if sql_max_concurrent == 0 {
+            bail!("query.sql_max_concurrent must be at least 1");
+        }
         let sampling = file.sampling.compile().map_err(anyhow::Error::msg)?;
         tracelake_query::slo::compile_all(&file.slo).map_err(anyhow::Error::msg)?;
         let mut storage_options = file.storage.options;
@@ -258,6 +273,8 @@ impl Config {
             query_timeout: file.query.timeout.unwrap_or(Duration::from_secs(30)),
             query_max_rows: file.query.max_rows.unwrap_or(100_000),
             query_memory_limit: file.query.memory_limit_bytes.unwrap_or(1024 * 1024 * 1024),
+            sql_memory_limit,
+            sql_max_concurrent,
             compaction_interval,
             compaction,
             config_file: args.config.clone(),
@@ -341,6 +358,11 @@ timeout = "30s"
 max_rows = 100000
 # Memory all running queries may hold together.
 memory_limit_bytes = 1073741824
+# Memory one SQL query (HTTP, and later PostgreSQL and Flight SQL) may hold. Nothing spills to
+# disk: a query that needs more is refused with a message saying so.
+sql_memory_limit_bytes = 268435456
+# SQL queries one tenant may run at once; more are refused (HTTP 429) until one finishes.
+sql_max_concurrent = 4
 
 [compaction]
 # Once an hour has ended (plus `grace`, for late spans), its small files are merged into files

@@ -56,6 +56,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 timeout: config.query_timeout,
                 max_rows: config.query_max_rows,
                 memory_limit: config.query_memory_limit,
+                sql_memory_limit: config.sql_memory_limit,
+                sql_max_concurrent: config.sql_max_concurrent,
                 ..QueryConfig::default()
             },
         )

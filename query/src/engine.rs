@@ -8,8 +8,10 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::execution::context::SQLOptions;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -34,6 +36,11 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// Memory all running queries may hold, in bytes.
     pub memory_limit: usize,
+    /// Memory one SQL query may hold, in bytes (nothing spills to disk: beyond this the query
+    /// fails with a message saying so).
+    pub sql_memory_limit: usize,
+    /// SQL queries one tenant may run at once; more are refused (HTTP 429) until one ends.
+    pub sql_max_concurrent: usize,
     /// Worker threads of the query runtime.
     pub threads: usize,
 }
@@ -44,6 +51,8 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(30),
             max_rows: 100_000,
             memory_limit: 1024 * 1024 * 1024,
+            sql_memory_limit: 256 * 1024 * 1024,
+            sql_max_concurrent: 4,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -93,6 +102,25 @@ pub(crate) fn window_filter(range: TimeRange) -> datafusion::logical_expr::Expr 
     partition_filter(range).and(col(columns::START_TIME_UNIX_NANO).between(lit(start), lit(end)))
 }
 
+/// A memory refusal that names the limit and what to do; other errors as they are.
+fn over_memory(e: Error, limit: usize) -> Error {
+    match &e {
+        Error::Query(q)
+            if matches!(
+                q.find_root(),
+                datafusion::error::DataFusionError::ResourcesExhausted(_)
+            ) =>
+        {
+            Error::Refused(format!(
+                "the query needs more than {limit} bytes of memory (query.sql_memory_limit_bytes; \
+                 nothing spills to disk): add filters or a LIMIT, or aggregate before joining. \
+                 {q}"
+            ))
+        }
+        _ => e,
+    }
+}
+
 /// Runs queries for every tenant.
 pub struct QueryEngine {
     storage: Arc<Storage>,
@@ -103,7 +131,27 @@ pub struct QueryEngine {
     densities: Arc<DensityCache>,
     pub(crate) slo_registry: Arc<crate::slo::SloRegistry>,
     pub(crate) slo_cache: Arc<crate::slo::SloCache>,
+    /// SQL queries running per tenant.
+    sql_running: Arc<Mutex<HashMap<String, usize>>>,
     runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// One running SQL query of a tenant: counted until dropped.
+struct SqlSlot {
+    running: Arc<Mutex<HashMap<String, usize>>>,
+    tenant: String,
+}
+
+impl Drop for SqlSlot {
+    fn drop(&mut self) {
+        let mut running = self.running.lock();
+        if let Some(n) = running.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 /// A value per tenant, with the table version(s) it was computed from.
@@ -253,6 +301,9 @@ impl QueryEngine {
     pub fn new(storage: Arc<Storage>, config: QueryConfig) -> Result<Self> {
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
@@ -273,6 +324,7 @@ impl QueryEngine {
             densities,
             slo_registry: Arc::default(),
             slo_cache: Arc::default(),
+            sql_running: Arc::default(),
             runtime: Some(runtime),
         })
     }
@@ -321,6 +373,43 @@ impl QueryEngine {
         Ok(ctx)
     }
 
+    /// The tenant's session with a memory pool of its own, for one SQL query.
+    fn sql_context(&self, tenant: &str) -> Result<SessionContext> {
+        let ctx = self.context(tenant)?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(
+                self.config.sql_memory_limit,
+            )))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .with_object_store_registry(Arc::clone(&self.runtime_env.object_store_registry))
+            .build_arc()?;
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_runtime_env(runtime)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Counts a SQL query of `tenant` as running, or refuses it when the tenant's limit is
+    /// reached.
+    fn sql_slot(&self, tenant: &str) -> Result<SqlSlot> {
+        let limit = self.config.sql_max_concurrent.max(1);
+        let mut running = self.sql_running.lock();
+        let n = running.entry(tenant.to_string()).or_default();
+        if *n >= limit {
+            return Err(Error::Busy(format!(
+                "tenant {tenant:?} already runs {limit} SQL queries (query.sql_max_concurrent): \
+                 retry when one finishes"
+            )));
+        }
+        *n += 1;
+        Ok(SqlSlot {
+            running: Arc::clone(&self.sql_running),
+            tenant: tenant.to_string(),
+        })
+    }
+
     pub(crate) fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
@@ -330,12 +419,19 @@ impl QueryEngine {
     }
 
     /// Runs one read-only SQL statement for `tenant`.
+    ///
+    /// The guard of every SQL front-end: [`guard::check`], at most
+    /// [`QueryConfig::sql_max_concurrent`] queries per tenant at once, the per-query memory limit
+    /// (no spilling), the timeout and the row limit.
     pub async fn sql(&self, tenant: &str, sql: &str) -> Result<QueryOutput> {
         guard::check(sql)?;
-        let ctx = self.context(tenant)?;
+        let ctx = self.sql_context(tenant)?;
+        let slot = self.sql_slot(tenant)?;
         let sql = sql.to_string();
         let max_rows = self.config.max_rows;
+        let memory = self.config.sql_memory_limit;
         self.run(async move {
+            let _slot = slot;
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
@@ -344,6 +440,7 @@ impl QueryEngine {
             collect_limited(df, max_rows).await
         })
         .await
+        .map_err(|e| over_memory(e, memory))
     }
 
     /// All spans of one trace, ordered by start time. Empty when the trace is unknown.

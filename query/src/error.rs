@@ -30,6 +30,9 @@ pub enum Error {
     /// A request's parameters are out of range; the message says which and why.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// Too many queries at once; retry later.
+    #[error("{0}")]
+    Busy(String),
     /// The request names something that does not exist (an SLO, ...).
     #[error("{0}")]
     NotFound(String),
@@ -81,7 +84,7 @@ impl Error {
             ),
             Error::Storage(tracelake_storage::Error::InvalidTenant(_)) => true,
             Error::Storage(_) | Error::Internal(_) => false,
-            Error::NotFound(_) => true,
+            Error::NotFound(_) | Error::Busy(_) => true,
         }
     }
 }

@@ -23,7 +23,12 @@ pub fn check(sql: &str) -> Result<()> {
             sql.len()
         )));
     }
-    let statements = DFParser::parse_sql(sql).map_err(|e| Error::Parse(e.to_string()))?;
+    let statements = DFParser::parse_sql(sql).map_err(|e| {
+        Error::Parse(match e.find_root() {
+            datafusion::error::DataFusionError::SQL(p, _) => p.to_string(),
+            other => other.to_string(),
+        })
+    })?;
     match statements.len() {
         0 => {
             return Err(Error::Refused(

@@ -19,5 +19,6 @@ mod s3;
 mod sampling;
 mod server;
 mod slo;
+mod sql_guard;
 mod tempo;
 mod traceql;

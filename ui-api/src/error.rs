@@ -18,6 +18,8 @@ pub enum ApiError {
     Internal(String),
     /// 504 or 400-class timeout.
     Timeout(String),
+    /// 429 with `Retry-After: 1`: too many queries at once.
+    Busy(String),
 }
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -27,18 +29,22 @@ impl From<tracelake_query::Error> for ApiError {
         match e {
             tracelake_query::Error::Timeout(_) => ApiError::Timeout(e.to_string()),
             tracelake_query::Error::NotFound(m) => ApiError::NotFound(m),
+            tracelake_query::Error::Busy(m) => ApiError::Busy(m),
             e if e.is_client_error() => ApiError::BadRequest(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
+impl ApiError {
+    /// The status and the message a client sees; an internal error's detail is logged under a
+    /// request id, which is all the client gets.
+    pub(crate) fn status_and_message(self) -> (StatusCode, String) {
+        match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, m),
+            ApiError::Busy(m) => (StatusCode::TOO_MANY_REQUESTS, m),
             ApiError::Internal(detail) => {
                 let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(request_id = id, error = %detail, "internal error");
@@ -47,7 +53,21 @@ impl IntoResponse for ApiError {
                     format!("internal error (request id {id})"),
                 )
             }
-        };
-        (status, Json(ErrorBody { error: message })).into_response()
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.status_and_message();
+        let position = crate::openapi::ErrorPosition::find(&message);
+        let body = Json(ErrorBody {
+            error: message,
+            position,
+        });
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }

@@ -32,6 +32,61 @@ use utoipa::{IntoParams, IntoResponses, PartialSchema, ToSchema};
 pub(crate) struct ErrorBody {
     /// What went wrong and what to do about it.
     pub(crate) error: String,
+    /// Where in the query text (SQL or TraceQL) the error is, when the parser says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) position: Option<ErrorPosition>,
+}
+
+/// A 1-based line and column in a query's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub(crate) struct ErrorPosition {
+    pub(crate) line: u64,
+    pub(crate) column: u64,
+}
+
+impl ErrorPosition {
+    /// The position in a parser message ("... at Line: 1, Column: 8" from the SQL parser,
+    /// "line 1, column 8" from TraceQL's), if any.
+    pub(crate) fn find(message: &str) -> Option<ErrorPosition> {
+        let lower = message.to_ascii_lowercase();
+        let number = |s: &str| -> Option<(u64, usize)> {
+            let digits = s.len() - s.trim_start_matches([':', ' ']).len();
+            let len = s[digits..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(s.len() - digits);
+            Some((s[digits..digits + len].parse().ok()?, digits + len))
+        };
+        lower.match_indices("line").find_map(|(at, _)| {
+            let (line, used) = number(&lower[at + 4..])?;
+            let rest = lower[at + 4 + used..].trim_start_matches([',', ' ']);
+            let (column, _) = number(rest.strip_prefix("column")?)?;
+            Some(ErrorPosition { line, column })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorPosition;
+
+    #[test]
+    fn positions_are_read_from_parser_messages() {
+        let at = |line, column| Some(ErrorPosition { line, column });
+        assert_eq!(
+            ErrorPosition::find("sql parse error: sql parser error: Expected: an expression, found: FROM at Line: 1, Column: 8"),
+            at(1, 8)
+        );
+        assert_eq!(
+            ErrorPosition::find("invalid TraceQL: parse error at line 2, column 14: expected }"),
+            at(2, 14)
+        );
+        assert_eq!(
+            ErrorPosition::find("deadline passed at line 3, column 4"),
+            at(3, 4)
+        );
+        assert_eq!(ErrorPosition::find("table 'x' not found"), None);
+        assert_eq!(ErrorPosition::find("a pipeline of 3 stages"), None);
+    }
 }
 
 /// The tenant header, read by every endpoint that reads tenant data.

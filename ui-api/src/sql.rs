@@ -57,7 +57,8 @@ pub(crate) struct SqlParams {
             (String = "text/csv", example = "service_name,spans\ncart,1234\n"),
             (Vec<u8> = "application/vnd.apache.arrow.stream")
          )),
-        (status = 400, description = "Not one read-only statement, or a SQL error; the message says which", body = ErrorBody),
+        (status = 400, description = "Not one read-only statement, a SQL error (with its `position` when the parser gives one), or over the memory limit; the message says which", body = ErrorBody),
+        (status = 429, description = "The tenant already runs `query.sql_max_concurrent` queries; retry after the `Retry-After` seconds", body = ErrorBody),
         QueryErrors,
     )
 )]

@@ -27,7 +27,6 @@ mod doc;
 mod model;
 mod params;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -101,23 +100,9 @@ pub async fn serve(
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
-
 /// Status and client message of an error; internal details are logged under a request id.
 fn status_and_message(error: ApiError) -> (StatusCode, String) {
-    match error {
-        ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-        ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-        ApiError::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, m),
-        ApiError::Internal(detail) => {
-            let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(request_id = id, error = %detail, "jaeger api: internal error");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("internal error (request id {id})"),
-            )
-        }
-    }
+    error.status_and_message()
 }
 
 /// An error of the v1 API: the Jaeger envelope with `errors: [{code, msg}]`.
