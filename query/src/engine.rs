@@ -352,13 +352,12 @@ impl QueryEngine {
                 tenant: tenant.to_string(),
             }),
         );
-        ctx.register_table(
-            "spans",
-            Arc::new(SpansTable::new(
-                Arc::clone(&self.storage),
-                tenant.to_string(),
-            )),
-        )?;
+        let spans: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(SpansTable::new(
+            Arc::clone(&self.storage),
+            tenant.to_string(),
+        ));
+        ctx.register_table("spans", Arc::clone(&spans))?;
+        crate::views::register(&ctx, spans)?;
         ctx.register_table(
             tracelake_storage::rollup::ROLLUP_DATASET,
             Arc::new(DeltaSnapshotTable::rollups(

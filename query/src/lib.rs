@@ -27,6 +27,7 @@ pub mod sketch;
 pub mod slo;
 pub mod tags;
 pub mod traceql;
+mod views;
 
 pub use engine::{parse_trace_id, QueryConfig, QueryEngine, QueryOutput, TimeRange};
 pub use error::{Error, Result};

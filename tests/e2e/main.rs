@@ -20,5 +20,6 @@ mod sampling;
 mod server;
 mod slo;
 mod sql_guard;
+mod sql_tables;
 mod tempo;
 mod traceql;
