@@ -325,7 +325,7 @@ async fn main() {
     println!("| request | runs | median ms | p90 ms | max ms |");
     println!("| --- | --- | --- | --- | --- |");
     row(
-        "`GET /api/slo` (50 SLOs), first call after start (cold)",
+        "`GET /api/slo` (50 SLOs), first call right after start (cold; the server's warm-up runs alongside)",
         &cold,
     );
     row("`GET /api/slo` (50 SLOs), warm", &warm);

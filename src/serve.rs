@@ -69,6 +69,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     if slos > 0 {
         info!(slos, "SLOs loaded");
+        tokio::spawn(warm_slos(Arc::clone(&engine)));
     }
     let sink: Arc<dyn SpanSink> =
         Arc::new(Pipeline::new(Arc::clone(&storage), Arc::clone(&sampler)));
@@ -226,7 +227,11 @@ impl SamplerControl {
             "tracelake was started without --config, so there is no file to reload SLOs from",
         )?;
         let slos = crate::config::read_slos(path)?;
-        self.engine.slos().replace(&slos)
+        let n = self.engine.slos().replace(&slos)?;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(warm_slos(Arc::clone(&self.engine)));
+        }
+        Ok(n)
     }
 }
 
@@ -243,6 +248,28 @@ impl SamplingControl for SamplerControl {
         let config = crate::config::read_sampling(path)?;
         self.sampler.reload(&config)?;
         Ok(serde_json::json!({ "reloaded": true, "config": config }))
+    }
+}
+
+/// Evaluates every tenant's SLOs once, so the rollup totals are cached before the first
+/// request (the first evaluation after a start reads every rollup file of the SLO windows).
+async fn warm_slos(engine: Arc<QueryEngine>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for tenant in engine.slos().tenants() {
+        let started = std::time::Instant::now();
+        match engine.slo_status(&tenant, None, now).await {
+            Ok(s) => info!(
+                tenant,
+                slos = s.len(),
+                secs = started.elapsed().as_secs_f64(),
+                "SLO caches warmed"
+            ),
+            Err(e) => {
+                warn!(tenant, error = %e, "warming the SLO caches failed; the first request will read the rollups")
+            }
+        }
     }
 }
 

@@ -465,6 +465,19 @@ impl SloRegistry {
         Ok(n)
     }
 
+    /// The tenants that have SLOs.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut tenants: Vec<String> = self
+            .current
+            .read()
+            .iter()
+            .map(|s| s.config.tenant.clone())
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants
+    }
+
     /// The SLOs of `tenant`, in config order.
     pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<Slo>> {
         self.current

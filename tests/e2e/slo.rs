@@ -151,6 +151,12 @@ async fn slo_figures_equal_sql_over_the_spans_and_reload_hot() {
             metric(&server, "tracelake_spans_flushed_total").await >= acked
         })
         .await;
+    // The server evaluated its SLOs once at start, to cache the rollup totals.
+    server
+        .eventually(Duration::from_secs(10), "the SLO warm-up", || async {
+            server.log().contains("SLO caches warmed")
+        })
+        .await;
     // Evaluated as of the last traffic: windows end at the minute after `at`.
     let at = start + 2 * 3600 - 1;
     let end = (at / 60 + 1) * 60;
