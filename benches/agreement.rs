@@ -85,25 +85,7 @@ async fn start(dir: &Path, config: &str) -> TestServer {
 }
 
 fn loadgen(srv: &TestServer, base: u64, traces: u64) -> u64 {
-    let summary = server::run_loadgen(&[
-        "--rate",
-        "0",
-        "--seed",
-        "17",
-        "--start-time",
-        &base.to_string(),
-        "--traces",
-        &traces.to_string(),
-        "--time-spread",
-        "3540s",
-        "--concurrency",
-        "8",
-        "--batch-traces",
-        "100",
-        "--endpoint",
-        &srv.grpc_url(),
-    ]);
-    summary["spans_acked"].as_u64().unwrap()
+    common::loadgen_hour(&srv.grpc_url(), base, traces, 17)
 }
 
 async fn get(client: &reqwest::Client, url: String) -> serde_json::Value {

@@ -114,36 +114,14 @@ async fn main() {
     let dir = temp.path();
 
     let mut srv = TestServer::start(dir, &["--compaction-interval", "0s"]).await;
-    let summary = server::run_loadgen(&[
-        "--rate",
-        "0",
-        "--seed",
-        "9",
-        "--start-time",
-        &base.to_string(),
-        "--traces",
-        &((spans as f64 / 10.85).round() as u64).to_string(),
-        "--time-spread",
-        "3540s",
-        "--concurrency",
-        "8",
-        "--batch-traces",
-        "100",
-        "--endpoint",
+    let acked = common::loadgen_hour(
         &srv.grpc_url(),
-    ]);
-    let acked = summary["spans_acked"].as_u64().unwrap();
-    assert!(srv.terminate().success());
-    let out = Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .args(["compact", "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        base,
+        (spans as f64 / 10.85).round() as u64,
+        9,
     );
+    assert!(srv.terminate().success());
+    common::compact_dir(dir);
     let srv = TestServer::start(dir, &["--compaction-interval", "0s"]).await;
     let client = reqwest::Client::new();
 

@@ -27,6 +27,7 @@
 //! 2026-11-02T10:00:00Z), `QUERY_BUDGET_SECS` (stop timing a query after this long once 3
 //! runs are in, 60), `DATA_DIR` (keep the data there instead of a temporary directory).
 
+#[allow(dead_code)]
 mod common;
 
 #[allow(dead_code, unreachable_pub)]

@@ -191,25 +191,12 @@ async fn main() {
     // One real hour of traffic.
     let mut srv = TestServer::start(&dir, &["--compaction-interval", "0s"]).await;
     let started = Instant::now();
-    let summary = server::run_loadgen(&[
-        "--rate",
-        "0",
-        "--seed",
-        "5",
-        "--start-time",
-        &base.to_string(),
-        "--traces",
-        &((spans as f64 / 10.85).round() as u64).to_string(),
-        "--time-spread",
-        "3540s",
-        "--concurrency",
-        "8",
-        "--batch-traces",
-        "100",
-        "--endpoint",
+    let acked = common::loadgen_hour(
         &srv.grpc_url(),
-    ]);
-    let acked = summary["spans_acked"].as_u64().unwrap();
+        base,
+        (spans as f64 / 10.85).round() as u64,
+        5,
+    );
     eprintln!(
         "ingested {acked} spans in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -235,16 +222,7 @@ async fn main() {
         })
         .collect();
     assert!(srv.terminate().success());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .args(["compact", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::compact_dir(&dir);
 
     let t = Instant::now();
     let rows_per_hour = replicate(&dir, days).await;

@@ -51,3 +51,41 @@ pub(crate) fn number(name: &str, default: u64) -> u64 {
             .unwrap_or_else(|_| panic!("{name}: expected a non-negative integer, got {v:?}"))
     })
 }
+
+/// `tracelake loadgen` of `traces` traces whose starts spread over the hour from `base`
+/// (unix seconds), sent as fast as the server takes them. Returns the spans acknowledged.
+pub(crate) fn loadgen_hour(endpoint: &str, base: u64, traces: u64, seed: u64) -> u64 {
+    let summary = crate::server::run_loadgen(&[
+        "--rate",
+        "0",
+        "--seed",
+        &seed.to_string(),
+        "--start-time",
+        &base.to_string(),
+        "--traces",
+        &traces.to_string(),
+        "--time-spread",
+        "3540s",
+        "--concurrency",
+        "8",
+        "--batch-traces",
+        "100",
+        "--endpoint",
+        endpoint,
+    ]);
+    summary["spans_acked"].as_u64().unwrap()
+}
+
+/// Runs `tracelake compact` over a stopped server's data directory.
+pub(crate) fn compact_dir(dir: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
+        .args(["compact", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tracelake compact failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
