@@ -366,7 +366,7 @@ fn rollup_group(field: &Field) -> Option<Expr> {
 /// The condition over rollup columns, true on a rollup row exactly when the `spans` condition
 /// ([`compile::exact`]) is true on each of the row's spans; `None` when the rollups cannot tell.
 /// Like `compile`'s, the result may be NULL where the comparison is (NULL counts as false).
-fn rollup_condition(c: &Condition) -> Option<Expr> {
+pub(crate) fn rollup_condition(c: &Condition) -> Option<Expr> {
     Some(match c {
         Condition::Compare(cmp) => rollup_comparison(cmp)?,
         Condition::Bool(b) => lit(*b),
@@ -435,7 +435,8 @@ fn plain(array: &ArrayRef) -> Result<ArrayRef> {
     arrow::compute::cast(array, &to).map_err(|e| Error::Internal(format!("metrics groups: {e}")))
 }
 
-fn weight() -> Expr {
+/// `adjusted_count` as a float, 1 where absent: what each span stands for.
+pub(crate) fn weight() -> Expr {
     coalesce(vec![
         cast(col(columns::ADJUSTED_COUNT), DataType::Float64),
         lit(1.0f64),

@@ -35,6 +35,7 @@ use arrow::datatypes::{
     DataType, Field as ArrowField, Float64Type, Int32Type, Int64Type, Schema, SchemaRef,
 };
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::DFSchema;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
@@ -42,11 +43,11 @@ use datafusion::execution::SessionState;
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{case, Expr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{col, lit, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use tracelake_proto::columns;
 use tracelake_storage::rollup::{
@@ -56,10 +57,7 @@ use tracelake_storage::rollup::{
 
 use crate::engine::window_filter;
 use crate::error::{Error, Result};
-use crate::traceql::{
-    self, AttributeScope, CompareOp, Comparison, Condition, Field, Intrinsic, Literal, SpansetExpr,
-    Status,
-};
+use crate::traceql::{self, Condition, SpansetExpr};
 use crate::{QueryEngine, TimeRange};
 
 const MINUTE_NANOS: i64 = 60_000_000_000;
@@ -148,139 +146,64 @@ struct Dim {
     route: Option<String>,
 }
 
-/// A string dimension.
-#[derive(Debug, Clone, Copy)]
-enum DimField {
-    Service,
-    Name,
-    Route,
-}
-
-/// A span filter over rollup dimensions, with the three-valued logic of the SQL the TraceQL
-/// compiler emits: a comparison with a missing value is unknown, `!c` is `c IS NOT TRUE`.
+/// An SLO's filter over rollup dimensions: the rollup condition of TraceQL metrics
+/// ([`crate::metrics::rollup_condition`], with the service), evaluated on batches of
+/// dimensions. A NULL result (a comparison with a missing value) does not count, as in SQL.
 #[derive(Debug, Clone)]
-enum DimFilter {
-    Const(bool),
-    Str(DimField, StrTest),
-    Kind(bool, i32),
-    StatusError(bool),
-    Not(Box<DimFilter>),
-    And(Vec<DimFilter>),
-    Or(Vec<DimFilter>),
-}
+struct DimFilter(Arc<dyn PhysicalExpr>);
 
-#[derive(Debug, Clone)]
-enum StrTest {
-    Eq(String),
-    Ne(String),
-    Matches(Regex),
-    NotMatches(Regex),
-}
+/// The columns a [`DimFilter`] reads, typed as the rollups store them.
+static DIM_SCHEMA: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        ArrowField::new(rc::SERVICE_NAME, DataType::Utf8, true),
+        ArrowField::new(rc::SPAN_NAME, DataType::Utf8, true),
+        ArrowField::new(rc::SPAN_KIND, DataType::Int32, true),
+        ArrowField::new(rc::STATUS_CLASS, DataType::Utf8, false),
+        ArrowField::new(rc::HTTP_ROUTE, DataType::Utf8, true),
+    ]))
+});
 
 impl DimFilter {
-    /// The filter for `c`, or `None` when it reads something the rollups do not hold exactly.
-    fn of(c: &Condition) -> Option<DimFilter> {
-        Some(match c {
-            Condition::Bool(b) => DimFilter::Const(*b),
-            Condition::Not(c) => DimFilter::Not(Box::new(DimFilter::of(c)?)),
-            Condition::And(cs) => {
-                DimFilter::And(cs.iter().map(DimFilter::of).collect::<Option<_>>()?)
-            }
-            Condition::Or(cs) => {
-                DimFilter::Or(cs.iter().map(DimFilter::of).collect::<Option<_>>()?)
-            }
-            Condition::Compare(cmp) => DimFilter::compare(cmp)?,
-        })
-    }
-
-    fn compare(cmp: &Comparison) -> Option<DimFilter> {
-        let field = match &cmp.field {
-            Field::Intrinsic(Intrinsic::SpanName) => DimField::Name,
-            Field::Intrinsic(Intrinsic::SpanKind) => {
-                let Literal::Kind(k) = &cmp.value else {
-                    return None;
-                };
-                return match cmp.op {
-                    CompareOp::Eq => Some(DimFilter::Kind(true, k.otlp_code())),
-                    CompareOp::Ne => Some(DimFilter::Kind(false, k.otlp_code())),
-                    _ => None,
-                };
-            }
-            Field::Intrinsic(Intrinsic::SpanStatus) => {
-                return match (&cmp.value, cmp.op) {
-                    (Literal::Status(Status::Error), CompareOp::Eq) => {
-                        Some(DimFilter::StatusError(true))
-                    }
-                    (Literal::Status(Status::Error), CompareOp::Ne) => {
-                        Some(DimFilter::StatusError(false))
-                    }
-                    _ => None,
-                };
-            }
-            Field::Attribute(a) => match (a.scope, a.name.as_str()) {
-                (AttributeScope::Resource, "service.name") => DimField::Service,
-                (AttributeScope::Span, "http.route") => DimField::Route,
-                _ => return None,
-            },
-            Field::Intrinsic(_) => return None,
-        };
-        let Literal::String(s) = &cmp.value else {
-            return None;
-        };
-        let anchored = || Regex::new(&format!("^(?:{s})$")).ok();
-        let test = match cmp.op {
-            CompareOp::Eq => StrTest::Eq(s.clone()),
-            CompareOp::Ne => StrTest::Ne(s.clone()),
-            CompareOp::Regex => StrTest::Matches(anchored()?),
-            CompareOp::NotRegex => StrTest::NotMatches(anchored()?),
-            _ => return None,
-        };
-        Some(DimFilter::Str(field, test))
-    }
-
-    /// `Some(true)` when the dimension's spans match, `None` when unknown (SQL NULL).
-    fn eval(&self, d: &Dim) -> Option<bool> {
-        match self {
-            DimFilter::Const(b) => Some(*b),
-            DimFilter::Str(field, test) => {
-                let v = match field {
-                    DimField::Service => d.service.as_deref(),
-                    DimField::Name => d.name.as_deref(),
-                    DimField::Route => d.route.as_deref(),
-                }?;
-                Some(match test {
-                    StrTest::Eq(s) => v == s,
-                    StrTest::Ne(s) => v != s,
-                    StrTest::Matches(r) => r.is_match(v),
-                    StrTest::NotMatches(r) => !r.is_match(v),
-                })
-            }
-            DimFilter::Kind(eq, k) => d.kind.map(|v| (v == *k) == *eq),
-            DimFilter::StatusError(eq) => Some((d.class == "error") == *eq),
-            DimFilter::Not(c) => Some(c.eval(d) != Some(true)),
-            DimFilter::And(cs) => {
-                let mut unknown = false;
-                for c in cs {
-                    match c.eval(d) {
-                        Some(false) => return Some(false),
-                        None => unknown = true,
-                        Some(true) => {}
-                    }
-                }
-                (!unknown).then_some(true)
-            }
-            DimFilter::Or(cs) => {
-                let mut unknown = false;
-                for c in cs {
-                    match c.eval(d) {
-                        Some(true) => return Some(true),
-                        None => unknown = true,
-                        Some(false) => {}
-                    }
-                }
-                (!unknown).then_some(false)
-            }
+    /// The filter of `service` and `condition`, or `None` when the rollups cannot tell.
+    fn new(service: &str, condition: Option<&Condition>) -> Option<DimFilter> {
+        let mut expr = col(rc::SERVICE_NAME).eq(lit(service.to_string()));
+        if let Some(c) = condition {
+            expr = expr.and(crate::metrics::rollup_condition(c)?);
         }
+        let schema = DFSchema::try_from(DIM_SCHEMA.as_ref().clone()).ok()?;
+        // Planned as any query expression is: types coerced, then simplified.
+        SessionContext::new()
+            .create_physical_expr(expr, &schema)
+            .ok()
+            .map(DimFilter)
+    }
+
+    /// Per dimension: `Some(true)` when its spans count, `None` when unknown (SQL NULL).
+    fn eval_all(&self, dims: &[Dim]) -> Result<Vec<Option<bool>>> {
+        let strings = |f: &dyn Fn(&Dim) -> Option<&str>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(dims.iter().map(f)))
+        };
+        let batch = RecordBatch::try_new(
+            DIM_SCHEMA.clone(),
+            vec![
+                strings(&|d| d.service.as_deref()),
+                strings(&|d| d.name.as_deref()),
+                Arc::new(arrow::array::Int32Array::from_iter(
+                    dims.iter().map(|d| d.kind),
+                )),
+                strings(&|d| Some(d.class.as_str())),
+                strings(&|d| d.route.as_deref()),
+            ],
+        )
+        .map_err(|e| Error::Internal(format!("SLO dimensions: {e}")))?;
+        let values = self.0.evaluate(&batch)?.into_array(dims.len())?;
+        Ok(values.as_boolean().iter().collect())
+    }
+
+    /// [`DimFilter::eval_all`] of one dimension.
+    #[cfg(test)]
+    fn eval(&self, d: &Dim) -> Option<bool> {
+        self.eval_all(std::slice::from_ref(d)).ok()?[0]
     }
 }
 
@@ -406,11 +329,7 @@ impl Slo {
                 traceql::compile::exact(c).map_err(|e| fail(format!("filter: {e}")))?
             }
         };
-        let service_test = DimFilter::Str(DimField::Service, StrTest::Eq(config.service.clone()));
-        let dims = match &condition {
-            None => Some(service_test),
-            Some(c) => DimFilter::of(c).map(|f| DimFilter::And(vec![service_test, f])),
-        };
+        let dims = DimFilter::new(&config.service, condition.as_ref());
         let rollup = match (dims, config.kind, le_index) {
             (Some(f), SloKind::Availability, _) => Some((f, None)),
             (Some(f), SloKind::Latency, Some(i)) => Some((f, Some(i))),
@@ -841,22 +760,19 @@ impl SloCache {
     }
 
     /// Whether each dimension id counts for `slo` (computed for new ids only).
-    fn matches(&self, tenant: &str, slo: &Slo) -> Vec<bool> {
+    fn matches(&self, tenant: &str, slo: &Slo) -> Result<Vec<bool>> {
         let Some((filter, _)) = &slo.rollup else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let tenants = self.tenants.lock();
         let Some(cache) = tenants.get(tenant) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut matches = slo.matches.lock();
         let known = matches.len();
-        matches.extend(
-            cache.interner.dims[known..]
-                .iter()
-                .map(|d| filter.eval(d) == Some(true)),
-        );
-        matches.clone()
+        let new = filter.eval_all(&cache.interner.dims[known..])?;
+        matches.extend(new.into_iter().map(|m| m == Some(true)));
+        Ok(matches.clone())
     }
 }
 
@@ -1161,7 +1077,7 @@ impl SloEval {
         let matches: Vec<Vec<bool>> = which
             .iter()
             .map(|&s| cache.matches(tenant, &slos[s]))
-            .collect();
+            .collect::<Result<_>>()?;
         let le = |s: usize| slos[s].rollup.as_ref().and_then(|(_, i)| *i);
         for plan in &plans {
             if plan.cut {
@@ -1227,7 +1143,7 @@ async fn span_counts(
     let (counted, good) = slo.spans.clone();
     let batches = {
         {
-            let weight = coalesce(vec![col(columns::ADJUSTED_COUNT), lit(1.0)]);
+            let weight = crate::metrics::weight();
             let start = col(columns::START_TIME_UNIX_NANO);
             let minute = (start.clone() - start % lit(MINUTE_NANOS)).alias("minute");
             let range = TimeRange {
