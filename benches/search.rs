@@ -347,21 +347,12 @@ struct Compaction {
 /// background compactor) would once the hour has closed.
 fn compact(dir: &std::path::Path) -> Compaction {
     let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
-        .args(["compact", "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tracelake compact failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::compact_dir(dir);
     let mut c = Compaction {
         secs: started.elapsed().as_secs_f64(),
         ..Compaction::default()
     };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in stdout.lines() {
         for (key, value) in line.split_whitespace().filter_map(|kv| kv.split_once('=')) {
             let n = value.parse().unwrap_or(0);
             match key {

@@ -76,8 +76,8 @@ pub(crate) fn loadgen_hour(endpoint: &str, base: u64, traces: u64, seed: u64) ->
     summary["spans_acked"].as_u64().unwrap()
 }
 
-/// Runs `tracelake compact` over a stopped server's data directory.
-pub(crate) fn compact_dir(dir: &Path) {
+/// Runs `tracelake compact` over a stopped server's data directory; returns what it printed.
+pub(crate) fn compact_dir(dir: &Path) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
         .args(["compact", "--data-dir"])
         .arg(dir)
@@ -88,4 +88,5 @@ pub(crate) fn compact_dir(dir: &Path) {
         "tracelake compact failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

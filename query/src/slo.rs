@@ -555,27 +555,33 @@ fn status_of(slo: &Slo, window: (u64, u64), counts: &[Counts]) -> SloStatus {
         .zip(&counts[1..])
         .map(|((name, _), c)| (*name, c.burn_rate(objective)))
         .collect();
-    let burn = |name: &str| {
-        burn_rates
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0.0, |(_, b)| *b)
-    };
-    let alert = if burn("1h") >= PAGE_BURN_RATE && burn("5m") >= PAGE_BURN_RATE {
-        AlertState::Page
-    } else if burn("6h") >= TICKET_BURN_RATE && burn("30m") >= TICKET_BURN_RATE {
-        AlertState::Ticket
-    } else {
-        AlertState::Ok
-    };
-    SloStatus {
+    let mut status = SloStatus {
         config: slo.config.clone(),
         source: slo.source(),
         window,
         counts: main,
         budget,
         burn_rates,
-        alert,
+        alert: AlertState::Ok,
+    };
+    let burn = |name: &str| status.burn_rate(name);
+    status.alert = if burn("1h") >= PAGE_BURN_RATE && burn("5m") >= PAGE_BURN_RATE {
+        AlertState::Page
+    } else if burn("6h") >= TICKET_BURN_RATE && burn("30m") >= TICKET_BURN_RATE {
+        AlertState::Ticket
+    } else {
+        AlertState::Ok
+    };
+    status
+}
+
+impl SloStatus {
+    /// The burn rate over one of [`BURN_WINDOWS`] (`"1h"`, ...); 0 for an unknown name.
+    pub fn burn_rate(&self, window: &str) -> f64 {
+        self.burn_rates
+            .iter()
+            .find(|(n, _)| *n == window)
+            .map_or(0.0, |(_, b)| *b)
     }
 }
 

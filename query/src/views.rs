@@ -23,7 +23,6 @@
 use std::sync::Arc;
 
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::DFSchema;
 use datafusion::datasource::provider_as_source;
 use datafusion::datasource::ViewTable;
 use datafusion::error::{DataFusionError, Result};
@@ -48,7 +47,7 @@ fn plan(
     if let Some(range) = range {
         builder = builder.filter(window_filter(range))?;
     }
-    let schema = DFSchema::try_from(builder.schema().as_arrow().clone())?;
+    let schema = Arc::clone(builder.schema());
     let expr = |sql: &str| ctx.parse_sql_expr(sql, &schema);
     let aggregates = vec![
         expr(&format!(
@@ -69,7 +68,7 @@ fn plan(
         expr(&format!("array_agg(DISTINCT {})", c::SERVICE_NAME))?.alias("services"),
     ];
     let builder = builder.aggregate(vec![col(c::TRACE_ID)], aggregates)?;
-    let schema = DFSchema::try_from(builder.schema().as_arrow().clone())?;
+    let schema = Arc::clone(builder.schema());
     let expr = |sql: &str| ctx.parse_sql_expr(sql, &schema);
     let projection = vec![
         col(c::TRACE_ID),

@@ -9,7 +9,7 @@ use tracelake_query::red::{RedGroupBy, RedPoint, RedRequest, RedSeries};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
-use crate::search::{duration, now_secs, number, window_secs};
+use crate::search::{minute_step, now_secs, window_secs};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// The window when `start` is absent: the hour before `end`.
@@ -67,13 +67,7 @@ impl RedParams {
             }
         };
         let (start, end) = window_secs(&self.start, &self.end, now_secs, DEFAULT_WINDOW_SECS)?;
-        let step_secs = match self.step.as_deref().map(str::trim) {
-            None | Some("") => (end.saturating_sub(start) / 60).div_ceil(60).max(1) * 60,
-            Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => {
-                number::<u64>("step", &self.step)?.unwrap_or(0)
-            }
-            Some(_) => duration("step", &self.step)?.map_or(0, |d| d.as_secs()),
-        };
+        let step_secs = minute_step(&self.step, end.saturating_sub(start), 60)?;
         let request = RedRequest {
             service,
             group_by,

@@ -97,6 +97,30 @@ pub(crate) fn window_secs(
     Ok((start, end))
 }
 
+/// A step in seconds for series over per-minute rollups: seconds (`300`) or a duration (`5m`);
+/// when absent, about `points` steps over `window_secs`, rounded up to a whole minute. A step
+/// that is not whole seconds comes back as 1, which the series' checks refuse as not whole
+/// minutes.
+pub(crate) fn minute_step(
+    value: &Option<String>,
+    window_secs: u64,
+    points: u64,
+) -> Result<u64, ApiError> {
+    Ok(match value.as_deref().map(str::trim) {
+        None | Some("") => (window_secs / points).div_ceil(60).max(1) * 60,
+        Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => {
+            number::<u64>("step", value)?.unwrap_or(0)
+        }
+        Some(_) => duration("step", value)?.map_or(0, |d| {
+            if d.subsec_nanos() == 0 {
+                d.as_secs()
+            } else {
+                1
+            }
+        }),
+    })
+}
+
 pub(crate) fn duration(name: &str, value: &Option<String>) -> Result<Option<Duration>, ApiError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),

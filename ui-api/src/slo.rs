@@ -13,7 +13,7 @@ use tracelake_query::slo::{SloConfig, SloSeries, SloStatus};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::openapi::{ErrorBody, QueryErrors, TenantHeader};
-use crate::search::{duration, now_secs, number, window_secs};
+use crate::search::{minute_step, now_secs, number, window_secs};
 use crate::{tenant_from_headers, ApiError, ApiState};
 
 /// The definition as configured.
@@ -122,12 +122,7 @@ pub(crate) struct SloStatusJson {
 }
 
 fn status_json(s: &SloStatus) -> SloStatusJson {
-    let burn = |w: &str| {
-        s.burn_rates
-            .iter()
-            .find(|(n, _)| *n == w)
-            .map_or(0.0, |(_, b)| *b)
-    };
+    let burn = |w: &str| s.burn_rate(w);
     let reason = match s.alert {
         tracelake_query::slo::AlertState::Page => format!(
             "burn rate {:.1} over 1h and {:.1} over 5m, both at least {}",
@@ -327,19 +322,7 @@ pub(crate) async fn series(
     headers: HeaderMap,
 ) -> Result<Json<SloSeriesJson>, ApiError> {
     let (start, end) = window_secs(&params.start, &params.end, now_secs(), 86_400)?;
-    let step = match params.step.as_deref().map(str::trim) {
-        None | Some("") => (end.saturating_sub(start) / 100).div_ceil(60).max(1) * 60,
-        Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => {
-            number::<u64>("step", &params.step)?.unwrap_or(0)
-        }
-        Some(_) => duration("step", &params.step)?.map_or(0, |d| {
-            if d.subsec_nanos() == 0 {
-                d.as_secs()
-            } else {
-                1 // not whole seconds: refused below as not whole minutes
-            }
-        }),
-    };
+    let step = minute_step(&params.step, end.saturating_sub(start), 100)?;
     let series = state
         .engine
         .slo_series(&tenant_from_headers(&headers), &name, start, end, step)
