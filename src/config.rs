@@ -38,6 +38,13 @@ pub(crate) struct ServeArgs {
     /// Jaeger query API (v1 and api_v3). Default 127.0.0.1:16686
     #[arg(long, env = "TRACELAKE_JAEGER_ADDR")]
     pub(crate) jaeger_addr: Option<SocketAddr>,
+    /// PostgreSQL wire protocol (read-only SQL; the database name selects the tenant).
+    /// Default 127.0.0.1:5433
+    #[arg(long, env = "TRACELAKE_PG_ADDR")]
+    pub(crate) pg_addr: Option<SocketAddr>,
+    /// Arrow Flight SQL (read-only SQL). Default 127.0.0.1:8815
+    #[arg(long, env = "TRACELAKE_FLIGHT_ADDR")]
+    pub(crate) flight_addr: Option<SocketAddr>,
     /// How often buffered spans are flushed to the table, e.g. 5s, 500ms. Default 5s
     #[arg(long, env = "TRACELAKE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     pub(crate) flush_interval: Option<Duration>,
@@ -56,6 +63,7 @@ pub(crate) struct FileConfig {
     pub(crate) ingest: IngestSection,
     pub(crate) query: QuerySection,
     pub(crate) compaction: CompactionSection,
+    pub(crate) auth: AuthSection,
     pub(crate) sampling: SamplingConfig,
     pub(crate) slo: Vec<SloConfig>,
 }
@@ -82,6 +90,14 @@ pub(crate) struct ServerSection {
     pub(crate) otlp_http_addr: Option<SocketAddr>,
     pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) jaeger_addr: Option<SocketAddr>,
+    pub(crate) pg_addr: Option<SocketAddr>,
+    pub(crate) flight_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuthSection {
+    pub(crate) tokens: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +141,11 @@ pub(crate) struct Config {
     pub(crate) otlp_http_addr: SocketAddr,
     pub(crate) http_addr: SocketAddr,
     pub(crate) jaeger_addr: SocketAddr,
+    pub(crate) pg_addr: SocketAddr,
+    pub(crate) flight_addr: SocketAddr,
+    /// Tokens SQL clients must present (PostgreSQL password, Flight SQL bearer token); empty
+    /// means no authentication.
+    pub(crate) auth_tokens: Vec<String>,
     pub(crate) flush_interval: Duration,
     pub(crate) flush_bytes: usize,
     pub(crate) max_buffer_bytes: usize,
@@ -233,6 +254,10 @@ impl Config {
         if sql_max_concurrent == 0 {
             bail!("query.sql_max_concurrent must be at least 1");
         }
+        let auth_tokens = file.auth.tokens;
+        if let Some(i) = auth_tokens.iter().position(|t| t.len() < 16) {
+            bail!("auth.tokens[{i}] is shorter than 16 characters: use long random tokens");
+        }
         let sampling = file.sampling.compile().map_err(anyhow::Error::msg)?;
         tracelake_query::slo::compile_all(&file.slo).map_err(anyhow::Error::msg)?;
         let mut storage_options = file.storage.options;
@@ -265,6 +290,9 @@ impl Config {
             ),
             http_addr: addr(args.http_addr, file.server.http_addr, "127.0.0.1:3200"),
             jaeger_addr: addr(args.jaeger_addr, file.server.jaeger_addr, "127.0.0.1:16686"),
+            pg_addr: addr(args.pg_addr, file.server.pg_addr, "127.0.0.1:5433"),
+            flight_addr: addr(args.flight_addr, file.server.flight_addr, "127.0.0.1:8815"),
+            auth_tokens,
             flush_interval,
             flush_bytes: file.storage.flush_bytes.unwrap_or(64 * 1024 * 1024),
             max_buffer_bytes: file.storage.max_buffer_bytes.unwrap_or(512 * 1024 * 1024),
@@ -322,6 +350,10 @@ otlp_http_addr = "127.0.0.1:4318"
 http_addr = "127.0.0.1:3200"
 # Jaeger query API, v1 and api_v3 (flag --jaeger-addr).
 jaeger_addr = "127.0.0.1:16686"
+# PostgreSQL wire protocol, read-only SQL; the database name selects the tenant (flag --pg-addr).
+pg_addr = "127.0.0.1:5433"
+# Arrow Flight SQL, read-only SQL; the x-scope-orgid header selects the tenant (flag --flight-addr).
+flight_addr = "127.0.0.1:8815"
 
 [storage]
 # Local directory for the write-ahead log and, by default, the tables (flag --data-dir).
@@ -358,11 +390,16 @@ timeout = "30s"
 max_rows = 100000
 # Memory all running queries may hold together.
 memory_limit_bytes = 1073741824
-# Memory one SQL query (HTTP, and later PostgreSQL and Flight SQL) may hold. Nothing spills to
+# Memory one SQL query (HTTP, PostgreSQL or Flight SQL) may hold. Nothing spills to
 # disk: a query that needs more is refused with a message saying so.
 sql_memory_limit_bytes = 268435456
 # SQL queries one tenant may run at once; more are refused (HTTP 429) until one finishes.
 sql_max_concurrent = 4
+
+[auth]
+# Tokens SQL clients must present: the PostgreSQL password (any user name) or the Flight SQL
+# bearer token (or basic-auth password). Empty: no authentication. Each at least 16 characters.
+tokens = []
 
 [compaction]
 # Once an hour has ended (plus `grace`, for late spans), its small files are merged into files

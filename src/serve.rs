@@ -12,7 +12,7 @@ use tracelake_ingest::sampling::TailSampler;
 use tracelake_ingest::{IngestMetrics, ReceiverConfig, SpanSink};
 use tracelake_query::{QueryConfig, QueryEngine};
 use tracelake_storage::{Storage, StorageConfig, StorageLocation, StorageMetrics};
-use tracelake_ui_api::{ApiState, SamplingControl};
+use tracelake_ui_api::{ApiState, SamplingControl, SqlAuth};
 use tracing::{error, info, warn};
 
 /// How long shutdown waits for in-flight requests before closing connections.
@@ -82,6 +82,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let http = bind("otlp-http", config.otlp_http_addr).await?;
     let api = bind("http", config.http_addr).await?;
     let jaeger = bind("jaeger", config.jaeger_addr).await?;
+    let pg = bind("pg", config.pg_addr).await?;
+    let flight = bind("flight", config.flight_addr).await?;
+    let sql_auth = SqlAuth::new(config.auth_tokens.clone());
 
     let stop_accepting = CancellationToken::new();
     let stop_flusher = CancellationToken::new();
@@ -129,6 +132,24 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             Arc::clone(&sink),
             receiver,
             ingest_metrics,
+            stop_accepting.clone().cancelled_owned(),
+        ),
+    ));
+    servers.spawn(named(
+        "postgresql server",
+        tracelake_ui_api::pg::serve(
+            pg,
+            Arc::clone(&engine),
+            sql_auth.clone(),
+            stop_accepting.clone().cancelled_owned(),
+        ),
+    ));
+    servers.spawn(named(
+        "flight sql server",
+        tracelake_ui_api::flight::serve(
+            flight,
+            Arc::clone(&engine),
+            sql_auth,
             stop_accepting.clone().cancelled_owned(),
         ),
     ));

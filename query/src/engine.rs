@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::common::ParamValues;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
@@ -111,7 +112,7 @@ fn over_memory(e: Error, limit: usize) -> Error {
                 datafusion::error::DataFusionError::ResourcesExhausted(_)
             ) =>
         {
-            Error::Refused(format!(
+            Error::OutOfMemory(format!(
                 "the query needs more than {limit} bytes of memory (query.sql_memory_limit_bytes; \
                  nothing spills to disk): add filters or a LIMIT, or aggregate before joining. \
                  {q}"
@@ -345,6 +346,8 @@ impl QueryEngine {
         opts.execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime_env));
         crate::sketch::register(&ctx);
+        crate::pg_catalog::register(&ctx, tenant)?;
+        crate::functions::register(&ctx);
         ctx.register_udtf(
             "slo_status",
             Arc::new(crate::slo::SloStatusFunction {
@@ -409,6 +412,15 @@ impl QueryEngine {
         })
     }
 
+    /// The query runtime, for CPU-heavy work next to a query (encoding its results for a
+    /// client), so that it never runs on the IO threads.
+    pub fn runtime_handle(&self) -> Result<tokio::runtime::Handle> {
+        self.runtime
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| Error::Internal("query engine is shut down".into()))
+    }
+
     pub(crate) fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
@@ -417,29 +429,125 @@ impl QueryEngine {
         Arc::clone(&self.densities)
     }
 
-    /// Runs one read-only SQL statement for `tenant`.
+    /// Runs one read-only SQL statement for `tenant` and collects its rows, at most
+    /// [`QueryConfig::max_rows`] of them ([`QueryOutput::truncated`] says when rows were cut).
+    ///
+    /// The guard of every SQL front-end (see [`QueryEngine::sql_stream`]).
+    pub async fn sql(&self, tenant: &str, sql: &str) -> Result<QueryOutput> {
+        let mut stream = self.sql_stream(tenant, sql, None).await?;
+        let schema = stream.schema();
+        let mut batches = Vec::new();
+        let mut truncated = false;
+        while let Some(batch) = stream.next().await {
+            match batch {
+                Ok(b) => batches.push(b),
+                Err(Error::RowLimit(_)) => truncated = true,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(QueryOutput {
+            schema,
+            batches,
+            truncated,
+        })
+    }
+
+    /// The plan of one read-only SQL statement for `tenant`, without running it: its result
+    /// schema and the types of its `$n` parameters, for prepared statements.
+    pub async fn sql_plan(&self, tenant: &str, sql: &str) -> Result<LogicalPlan> {
+        guard::check(sql)?;
+        let ctx = self.context(tenant)?;
+        let sql = sql.to_string();
+        self.run(async move {
+            let plan = ctx.state().create_logical_plan(&sql).await?;
+            read_only().verify_plan(&plan)?;
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Starts one read-only SQL statement for `tenant`, with values for its `$n` parameters.
     ///
     /// The guard of every SQL front-end: [`guard::check`], at most
     /// [`QueryConfig::sql_max_concurrent`] queries per tenant at once, the per-query memory limit
-    /// (no spilling), the timeout and the row limit.
-    pub async fn sql(&self, tenant: &str, sql: &str) -> Result<QueryOutput> {
+    /// (no spilling), the timeout (from the start to the last row handed over) and the row
+    /// limit: after [`QueryConfig::max_rows`] rows the stream ends with [`Error::RowLimit`].
+    ///
+    /// The query runs on the query runtime; batches are handed over as they are produced, two
+    /// at most waiting. Dropping the stream cancels the query.
+    pub async fn sql_stream(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<SqlStream> {
         guard::check(sql)?;
         let ctx = self.sql_context(tenant)?;
         let slot = self.sql_slot(tenant)?;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| Error::Internal("query engine is shut down".into()))?;
         let sql = sql.to_string();
         let max_rows = self.config.max_rows;
         let memory = self.config.sql_memory_limit;
-        self.run(async move {
+        let timeout = self.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let started = runtime.spawn(async move {
+            let run = async move {
+                let mut df = ctx.sql_with_options(&sql, read_only()).await?;
+                if let Some(params) = params {
+                    df = df.with_param_values(params)?;
+                }
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                Ok::<_, Error>((schema, stream))
+            };
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(r) => r.map_err(|e| over_memory(e, memory)),
+                Err(_) => Err(Error::Timeout(timeout)),
+            }
+        });
+        let (schema, mut batches) = started
+            .await
+            .map_err(|e| Error::Internal(format!("query task failed: {e}")))??;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+        let fail = Arc::clone(&failure);
+        runtime.spawn(async move {
             let _slot = slot;
-            let options = SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false);
-            let df = ctx.sql_with_options(&sql, options).await?;
-            collect_limited(df, max_rows).await
+            let produce = async {
+                let mut rows = 0usize;
+                while let Some(batch) = batches.next().await {
+                    let batch = batch.map_err(|e| over_memory(e.into(), memory))?;
+                    if rows + batch.num_rows() > max_rows {
+                        let keep = max_rows - rows;
+                        if keep > 0 && tx.send(batch.slice(0, keep)).await.is_err() {
+                            return Ok(());
+                        }
+                        return Err(Error::RowLimit(max_rows));
+                    }
+                    rows += batch.num_rows();
+                    if tx.send(batch).await.is_err() {
+                        // The reader went away: dropping the stream cancels the query.
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            };
+            let outcome = match tokio::time::timeout_at(deadline, produce).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout(timeout)),
+            };
+            if let Err(e) = outcome {
+                *fail.lock() = Some(e);
+            }
+        });
+        Ok(SqlStream {
+            schema,
+            batches: rx,
+            failure,
         })
-        .await
-        .map_err(|e| over_memory(e, memory))
     }
 
     /// All spans of one trace, ordered by start time. Empty when the trace is unknown.
@@ -513,32 +621,44 @@ impl Drop for QueryEngine {
     }
 }
 
-async fn collect_limited(
-    df: datafusion::dataframe::DataFrame,
-    max_rows: usize,
-) -> Result<QueryOutput> {
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await?;
-    let mut batches = Vec::new();
-    let (mut rows, mut truncated) = (0usize, false);
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        if rows + batch.num_rows() > max_rows {
-            let keep = max_rows - rows;
-            if keep > 0 {
-                batches.push(batch.slice(0, keep));
-            }
-            truncated = true;
-            break;
-        }
-        rows += batch.num_rows();
-        batches.push(batch);
+/// DataFusion's own check of a planned statement: no DDL, no DML, no `SET`.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// The result of a SQL query as it is produced (see [`QueryEngine::sql_stream`]).
+pub struct SqlStream {
+    schema: SchemaRef,
+    batches: tokio::sync::mpsc::Receiver<RecordBatch>,
+    failure: Arc<Mutex<Option<Error>>>,
+}
+
+impl SqlStream {
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
     }
-    Ok(QueryOutput {
-        schema,
-        batches,
-        truncated,
-    })
+}
+
+impl futures::Stream for SqlStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.batches.poll_recv(cx) {
+            std::task::Poll::Ready(Some(batch)) => std::task::Poll::Ready(Some(Ok(batch))),
+            // The producer has ended: report how, once.
+            std::task::Poll::Ready(None) => {
+                std::task::Poll::Ready(self.failure.lock().take().map(Err))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
 }
 
 /// Parses a trace id of 1-32 hex digits (leading zeros may be trimmed, as Jaeger does).

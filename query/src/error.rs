@@ -30,6 +30,15 @@ pub enum Error {
     /// A request's parameters are out of range; the message says which and why.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A SQL result has more rows than the configured limit; the rows before the cut were
+    /// delivered.
+    #[error(
+        "the result has more than {0} rows (query.max_rows): add a LIMIT, filter or aggregate"
+    )]
+    RowLimit(usize),
+    /// A query needed more memory than one query may hold.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// Too many queries at once; retry later.
     #[error("{0}")]
     Busy(String),
@@ -73,6 +82,8 @@ impl Error {
             | Error::Unsupported(_)
             | Error::InvalidTraceId(_)
             | Error::InvalidRequest(_)
+            | Error::RowLimit(_)
+            | Error::OutOfMemory(_)
             | Error::Timeout(_) => true,
             Error::Query(e) => matches!(
                 e.find_root(),

@@ -17,9 +17,11 @@
 
 mod engine;
 mod error;
+mod functions;
 pub mod guard;
 pub mod jaeger;
 pub mod metrics;
+mod pg_catalog;
 mod provider;
 pub mod red;
 pub mod search;
@@ -29,5 +31,5 @@ pub mod tags;
 pub mod traceql;
 mod views;
 
-pub use engine::{parse_trace_id, QueryConfig, QueryEngine, QueryOutput, TimeRange};
+pub use engine::{parse_trace_id, QueryConfig, QueryEngine, QueryOutput, SqlStream, TimeRange};
 pub use error::{Error, Result};

@@ -4,13 +4,13 @@ use crate::data::{request, rich_trace, trace_id};
 use crate::server::TestServer;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
-/// The Python interpreter with `deltalake` installed: `TRACELAKE_TEST_PYTHON`, which
-/// `.ci/test` sets to its virtualenv.
-fn python() -> String {
+/// The Python interpreter with the packages of `.ci/requirements.txt` (deltalake, psycopg, the
+/// ADBC Flight SQL driver): `TRACELAKE_TEST_PYTHON`, which `.ci/test` sets to its virtualenv.
+pub(crate) fn python() -> String {
     std::env::var("TRACELAKE_TEST_PYTHON").unwrap_or_else(|_| {
         panic!(
             "TRACELAKE_TEST_PYTHON is not set: run the tests with `bash .ci/test`, which creates \
-             a virtualenv with the deltalake package and sets it"
+             a virtualenv with .ci/requirements.txt and sets it"
         )
     })
 }

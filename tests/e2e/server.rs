@@ -37,6 +37,10 @@ pub(crate) struct TestServer {
     pub(crate) otlp_http: SocketAddr,
     pub(crate) http: SocketAddr,
     pub(crate) jaeger: SocketAddr,
+    /// The PostgreSQL wire protocol listener.
+    pub(crate) pg: SocketAddr,
+    /// The Arrow Flight SQL listener.
+    pub(crate) flight: SocketAddr,
     stderr_path: PathBuf,
 }
 
@@ -51,6 +55,8 @@ impl TestServer {
             .args(["--otlp-http-addr", "127.0.0.1:0"])
             .args(["--http-addr", "127.0.0.1:0"])
             .args(["--jaeger-addr", "127.0.0.1:0"])
+            .args(["--pg-addr", "127.0.0.1:0"])
+            .args(["--flight-addr", "127.0.0.1:0"])
             .args(extra);
         cmd
     }
@@ -106,7 +112,7 @@ impl TestServer {
         });
         let mut addrs = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        const LISTENERS: [&str; 4] = ["otlp-grpc", "otlp-http", "http", "jaeger"];
+        const LISTENERS: [&str; 6] = ["otlp-grpc", "otlp-http", "http", "jaeger", "pg", "flight"];
         while !LISTENERS.iter().all(|name| addrs.contains_key(*name)) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -130,6 +136,8 @@ impl TestServer {
             otlp_http: addrs["otlp-http"],
             http: addrs["http"],
             jaeger: addrs["jaeger"],
+            pg: addrs["pg"],
+            flight: addrs["flight"],
             stderr_path,
         };
         server.wait_ready().await;

@@ -25,10 +25,13 @@
 //! assert_eq!(tenant_from_headers(&headers), "acme");
 //! ```
 
+mod auth;
 mod error;
+pub mod flight;
 mod graph;
 pub mod jaeger;
 mod openapi;
+pub mod pg;
 mod red;
 mod search;
 mod slo;
@@ -51,6 +54,7 @@ use utoipa_axum::routes;
 
 use crate::openapi::ErrorBody;
 
+pub use auth::SqlAuth;
 pub use error::ApiError;
 
 /// The header that selects the tenant.

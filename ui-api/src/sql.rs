@@ -1,9 +1,20 @@
 //! `POST /api/sql`: the body is one read-only SQL statement.
+//!
+//! `format=json` (the default) answers one JSON array, cut at the row limit with
+//! `X-Tracelake-Truncated: true`. `jsonl`, `csv` and `arrow` stream: rows go out as the query
+//! produces them, encoded on the query runtime. A streamed query that fails after its first rows
+//! (the row limit, the timeout) ends a `jsonl` body with an `{"error": ...}` line and cuts a
+//! `csv` or `arrow` body short, so the client sees a broken transfer rather than a silent cut.
+
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -17,17 +28,19 @@ pub(crate) enum Format {
     /// A JSON array of row objects.
     #[default]
     Json,
-    /// CSV with a header row.
+    /// One JSON object per line, streamed.
+    Jsonl,
+    /// CSV with a header row, streamed.
     Csv,
-    /// An Arrow IPC stream.
+    /// An Arrow IPC stream, streamed.
     Arrow,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SqlParams {
-    /// `json` (an array of row objects, the default), `csv` (with a header row) or `arrow`
-    /// (an Arrow IPC stream).
+    /// `json` (an array of row objects, the default; cut at the row limit), or streamed:
+    /// `jsonl` (one object per line), `csv` (with a header row) or `arrow` (an Arrow IPC stream).
     #[serde(default)]
     #[param(inline)]
     format: Format,
@@ -40,8 +53,11 @@ pub(crate) struct SqlParams {
     tag = "sql",
     summary = "Read-only SQL over the tenant's spans",
     description = "The body is one read-only SQL statement over the `spans` table (DataFusion \
-                   SQL). Results are capped by the configured row limit; the \
-                   `X-Tracelake-Truncated` header says whether rows were left out.",
+                   SQL). `format=json` results are capped by the configured row limit; the \
+                   `X-Tracelake-Truncated` header says whether rows were left out. `jsonl`, \
+                   `csv` and `arrow` stream rows as they are produced; a query failing \
+                   midway (more rows than the limit, the timeout) ends a `jsonl` stream \
+                   with an `{\"error\": ...}` line and cuts a `csv` or `arrow` stream short.",
     params(SqlParams, TenantHeader),
     request_body(
         content = String,
@@ -54,6 +70,7 @@ pub(crate) struct SqlParams {
          headers(("X-Tracelake-Truncated" = String, description = "`true` when the row limit cut the result, else `false`")),
          content(
             (Vec<Object> = "application/json", example = json!([{"service_name": "cart", "spans": 1234}])),
+            (String = "application/x-ndjson", example = "{\"service_name\":\"cart\",\"spans\":1234}\n"),
             (String = "text/csv", example = "service_name,spans\ncart,1234\n"),
             (Vec<u8> = "application/vnd.apache.arrow.stream")
          )),
@@ -69,22 +86,19 @@ pub(crate) async fn sql(
     body: String,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_from_headers(&headers);
+    if params.format != Format::Json {
+        return stream(&state, &tenant, &body, params.format).await;
+    }
     let out = state.engine.sql(&tenant, &body).await?;
     let truncated = if out.truncated { "true" } else { "false" };
-    let encoded =
-        tokio::task::spawn_blocking(move || encode(params.format, &out.schema, &out.batches))
-            .await
-            .map_err(|e| ApiError::Internal(format!("encoding task: {e}")))?
-            .map_err(|e| ApiError::Internal(format!("encoding result: {e}")))?;
-    let content_type = match params.format {
-        Format::Json => "application/json",
-        Format::Csv => "text/csv",
-        Format::Arrow => "application/vnd.apache.arrow.stream",
-    };
+    let encoded = tokio::task::spawn_blocking(move || encode_json(&out.batches))
+        .await
+        .map_err(|e| ApiError::Internal(format!("encoding task: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("encoding result: {e}")))?;
     Ok((
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_TYPE, content_type(params.format)),
             (
                 header::HeaderName::from_static("x-tracelake-truncated"),
                 truncated,
@@ -95,38 +109,180 @@ pub(crate) async fn sql(
         .into_response())
 }
 
-fn encode(
-    format: Format,
-    schema: &arrow::datatypes::SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut buf = Vec::new();
+fn content_type(format: Format) -> &'static str {
     match format {
-        Format::Json => {
-            let mut w = arrow::json::ArrayWriter::new(&mut buf);
-            for b in batches {
-                w.write(b)?;
+        Format::Json => "application/json",
+        Format::Jsonl => "application/x-ndjson",
+        Format::Csv => "text/csv",
+        Format::Arrow => "application/vnd.apache.arrow.stream",
+    }
+}
+
+/// Encodes one streamed format batch by batch.
+struct StreamEncoder {
+    format: Format,
+    rows: usize,
+    arrow: Option<arrow::ipc::writer::StreamWriter<Vec<u8>>>,
+}
+
+impl StreamEncoder {
+    fn new(format: Format, schema: &arrow::datatypes::SchemaRef) -> Result<Self, ArrowError> {
+        let arrow = match format {
+            Format::Arrow => Some(arrow::ipc::writer::StreamWriter::try_new(
+                Vec::new(),
+                schema,
+            )?),
+            _ => None,
+        };
+        Ok(Self {
+            format,
+            rows: 0,
+            arrow,
+        })
+    }
+
+    /// The bytes before the first batch: the CSV header (even for no rows), the Arrow schema.
+    fn start(&mut self, schema: &arrow::datatypes::SchemaRef) -> Result<Vec<u8>, ArrowError> {
+        match self.format {
+            Format::Csv => {
+                let mut buf = Vec::new();
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf)
+                    .write(&RecordBatch::new_empty(Arc::clone(schema)))?;
+                Ok(buf)
             }
+            Format::Arrow => Ok(self.take_arrow()),
+            Format::Json | Format::Jsonl => Ok(Vec::new()),
+        }
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+        self.rows += batch.num_rows();
+        let mut buf = Vec::new();
+        match self.format {
+            Format::Jsonl | Format::Json => {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+                w.write(batch)?;
+                w.finish()?;
+            }
+            Format::Csv => {
+                arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut buf)
+                    .write(batch)?;
+            }
+            Format::Arrow => {
+                if let Some(w) = self.arrow.as_mut() {
+                    w.write(batch)?;
+                }
+                buf = self.take_arrow();
+            }
+        }
+        Ok(buf)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, ArrowError> {
+        if let Some(w) = self.arrow.as_mut() {
             w.finish()?;
-            if buf.is_empty() {
-                buf.extend_from_slice(b"[]");
+            return Ok(self.take_arrow());
+        }
+        Ok(Vec::new())
+    }
+
+    fn take_arrow(&mut self) -> Vec<u8> {
+        self.arrow
+            .as_mut()
+            .map(|w| std::mem::take(w.get_mut()))
+            .unwrap_or_default()
+    }
+}
+
+/// Streams a query's rows in `format`; errors before the first byte are ordinary error
+/// responses.
+async fn stream(
+    state: &ApiState,
+    tenant: &str,
+    sql: &str,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let mut batches = state.engine.sql_stream(tenant, sql, None).await?;
+    let runtime = state.engine.runtime_handle()?;
+    let schema = batches.schema();
+    let mut encoder = StreamEncoder::new(format, &schema)
+        .map_err(|e| ApiError::Internal(format!("encoding result: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    runtime.spawn(async move {
+        let head = encoder.start(&schema);
+        let mut failure: Option<String> = None;
+        match head {
+            Ok(b) if !b.is_empty() => {
+                if tx.send(Ok(b.into())).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => failure = Some(format!("encoding result: {e}")),
+        }
+        while failure.is_none() {
+            let Some(batch) = batches.next().await else {
+                break;
+            };
+            let chunk = match batch {
+                Ok(b) => encoder
+                    .batch(&b)
+                    .map_err(|e| format!("encoding result: {e}")),
+                Err(e) => Err(e.to_string()),
+            };
+            match chunk {
+                Ok(c) => {
+                    if tx.send(Ok(c.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => failure = Some(e),
             }
         }
-        Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut buf);
-            for b in batches {
-                w.write(b)?;
+        let end = match failure {
+            None => encoder
+                .finish()
+                .map(Bytes::from)
+                .map_err(|e| std::io::Error::other(format!("encoding result: {e}"))),
+            Some(message) => {
+                tracing::info!(error = %message, rows = encoder.rows, "sql stream ended early");
+                if format == Format::Jsonl {
+                    let mut line = serde_json::to_vec(&serde_json::json!({ "error": message }))
+                        .unwrap_or_default();
+                    line.push(b'\n');
+                    Ok(Bytes::from(line))
+                } else {
+                    Err(std::io::Error::other(message))
+                }
             }
-        }
-        Format::Arrow => {
-            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, schema)?;
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
+        };
+        let _ = tx.send(end).await;
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type(format))],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The JSON array of `format=json`.
+fn encode_json(batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
+    let mut buf = Vec::new();
+    let mut w = arrow::json::ArrayWriter::new(&mut buf);
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    if buf.is_empty() {
+        buf.extend_from_slice(b"[]");
     }
     Ok(buf)
 }
