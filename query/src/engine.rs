@@ -515,7 +515,6 @@ impl QueryEngine {
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
         let fail = Arc::clone(&failure);
         runtime.spawn(async move {
-            let _slot = slot;
             let produce = async {
                 let mut rows = 0usize;
                 while let Some(batch) = batches.next().await {
@@ -539,9 +538,14 @@ impl QueryEngine {
                 Ok(r) => r,
                 Err(_) => Err(Error::Timeout(timeout)),
             };
+            // The query's state (and the storage it reads) goes before the reader learns the
+            // end, so a caller done with the stream is done with the query.
+            drop(batches);
+            drop(slot);
             if let Err(e) = outcome {
                 *fail.lock() = Some(e);
             }
+            drop(tx);
         });
         Ok(SqlStream {
             schema,
@@ -615,6 +619,9 @@ impl QueryEngine {
 
 impl Drop for QueryEngine {
     fn drop(&mut self) {
+        for ctx in self.contexts.lock().values() {
+            crate::pg_catalog::unregister(ctx);
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }

@@ -28,6 +28,14 @@ pub(crate) fn register(ctx: &SessionContext, tenant: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes `pg_catalog` from `ctx`. The schema refers to the catalog list that holds it, so the
+/// session (and the storage its tables read) is only freed once it is removed.
+pub(crate) fn unregister(ctx: &SessionContext) {
+    if let Some(catalog) = ctx.catalog(CATALOG) {
+        let _ = catalog.deregister_schema("pg_catalog", true);
+    }
+}
+
 /// The value `current_setting(name)` gives for the settings clients read; NULL for others.
 fn setting(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {

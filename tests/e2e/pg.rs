@@ -268,6 +268,58 @@ async fn postgres_clients_get_the_answers_of_the_http_api() {
     for want in ["span_metrics_1m", "spans", "traces"] {
         assert!(tables.contains(&want.to_string()), "{tables:?}");
     }
+    // Grafana's PostgreSQL data source: its table list, then a table's columns.
+    let search_path = "SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END \
+         FROM generate_series(\
+           array_lower(string_to_array(current_setting('search_path'),','),1), \
+           array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+         string_to_array(current_setting('search_path'),',') s";
+    let grafana_tables = simple(
+        &client,
+        &format!(
+            "SELECT CASE WHEN quote_ident(table_schema) IN ({search_path}) \
+               THEN quote_ident(table_name) \
+               ELSE quote_ident(table_schema) || '.' || quote_ident(table_name) END AS \"table\" \
+             FROM information_schema.tables \
+             WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog') \
+             ORDER BY CASE WHEN quote_ident(table_schema) IN ({search_path}) \
+               THEN 0 ELSE 1 END, 1"
+        ),
+    )
+    .await;
+    let grafana_tables: Vec<_> = grafana_tables
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    // The search_path membership subquery is answered with no rows (datafusion-pg-catalog
+    // replaces it), so Grafana lists the tables with their schema, which it then queries.
+    assert_eq!(
+        grafana_tables,
+        ["public.span_metrics_1m", "public.spans", "public.traces"]
+    );
+    let grafana_columns = simple(
+        &client,
+        &format!(
+            "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" \
+             FROM information_schema.columns \
+             WHERE CASE WHEN array_length(parse_ident('public.spans'),1) = 2 \
+               THEN quote_ident(table_schema) = (parse_ident('public.spans'))[1] \
+                 AND quote_ident(table_name) = (parse_ident('public.spans'))[2] \
+               ELSE quote_ident(table_name) = 'public.spans' \
+                 AND quote_ident(table_schema) IN ({search_path}) END"
+        ),
+    )
+    .await;
+    let grafana_columns: Vec<_> = grafana_columns
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    for want in ["trace_id", "service_name", "duration_nano", "start_time"] {
+        assert!(
+            grafana_columns.contains(&want.to_string()),
+            "{grafana_columns:?}"
+        );
+    }
     assert_eq!(
         simple(
             &client,
