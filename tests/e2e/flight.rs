@@ -30,7 +30,7 @@ async fn channel(server: &TestServer) -> Channel {
         .unwrap()
 }
 
-async fn connect(server: &TestServer) -> Client {
+pub(crate) async fn connect(server: &TestServer) -> Client {
     FlightSqlServiceClient::new(channel(server).await)
 }
 
@@ -46,7 +46,7 @@ async fn fetch(client: &mut Client, info: FlightInfo) -> Result<Vec<RecordBatch>
 }
 
 /// Runs `sql` as a statement: `GetFlightInfo` then `DoGet`.
-async fn query(client: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, FlightError> {
+pub(crate) async fn query(client: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, FlightError> {
     let info = client.execute(sql.to_string(), None).await?;
     fetch(client, info).await
 }
@@ -67,7 +67,7 @@ fn json_rows(batches: &[RecordBatch]) -> Vec<Value> {
 }
 
 /// The gRPC code and message of a failed call.
-fn status_of(e: FlightError) -> (Code, String) {
+pub(crate) fn status_of(e: FlightError) -> (Code, String) {
     match e {
         FlightError::Tonic(status) => (status.code(), status.message().to_string()),
         other => panic!("not a gRPC status: {other}"),
