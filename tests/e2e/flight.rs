@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::data;
-use crate::server::{run_loadgen, TestServer};
+use crate::server::{loaded_server, TestServer};
 
 type Client = FlightSqlServiceClient<Channel>;
 
@@ -92,33 +92,10 @@ fn one_row(value: ArrayRef) -> RecordBatch {
 }
 
 /// Starts a server and loads it with generated traces; returns the spans acknowledged.
-async fn loaded_server(dir: &std::path::Path, extra: &[&str]) -> (TestServer, u64) {
-    let mut args = vec!["--flush-interval", "200ms"];
-    args.extend_from_slice(extra);
-    let server = TestServer::start(dir, &args).await;
-    let summary = run_loadgen(&[
-        "--traces",
-        "300",
-        "--rate",
-        "0",
-        "--seed",
-        "11",
-        "--endpoint",
-        &server.grpc_url(),
-    ]);
-    let acked = summary["spans_acked"].as_u64().unwrap();
-    server
-        .eventually(Duration::from_secs(20), "spans queryable", || async {
-            server.count("").await == acked
-        })
-        .await;
-    (server, acked)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flight_sql_answers_like_http_sql() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, acked) = loaded_server(dir.path(), &[]).await;
+    let (mut server, acked) = loaded_server(dir.path(), &[], 300, 11).await;
     let mut client = connect(&server).await;
 
     let by_service =

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use crate::server::{run_loadgen, TestServer};
+use crate::server::{loaded_server, run_loadgen, TestServer};
 
 /// Connects to the server's PostgreSQL listener.
 pub(crate) async fn connect(
@@ -73,33 +73,10 @@ fn sql_error(e: &tokio_postgres::Error) -> (SqlState, String) {
     (db.code().clone(), db.message().to_string())
 }
 
-async fn loaded_server(dir: &std::path::Path, extra: &[&str]) -> (TestServer, u64) {
-    let mut flags = vec!["--flush-interval", "200ms"];
-    flags.extend_from_slice(extra);
-    let server = TestServer::start(dir, &flags).await;
-    let summary = run_loadgen(&[
-        "--traces",
-        "150",
-        "--rate",
-        "0",
-        "--seed",
-        "21",
-        "--endpoint",
-        &server.grpc_url(),
-    ]);
-    let acked = summary["spans_acked"].as_u64().unwrap();
-    server
-        .eventually(Duration::from_secs(20), "spans queryable", || async {
-            server.count("").await == acked
-        })
-        .await;
-    (server, acked)
-}
-
 #[tokio::test]
 async fn postgres_clients_get_the_answers_of_the_http_api() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, acked) = loaded_server(dir.path(), &[]).await;
+    let (server, acked) = loaded_server(dir.path(), &[], 150, 21).await;
     let client = connect(&server, "default", None).await.unwrap();
 
     // The simple protocol: the same rows as /api/sql.
@@ -440,7 +417,7 @@ async fn count(client: &Client) -> u64 {
 #[tokio::test]
 async fn the_database_name_selects_the_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, acked) = loaded_server(dir.path(), &[]).await;
+    let (server, acked) = loaded_server(dir.path(), &[], 150, 21).await;
     let summary = run_loadgen(&[
         "--traces",
         "20",
@@ -487,6 +464,8 @@ async fn token_passwords_and_the_row_limit() {
     let (server, _) = loaded_server(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],
+        150,
+        21,
     )
     .await;
 
@@ -535,7 +514,7 @@ async fn psql_lists_the_tables() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, acked) = loaded_server(dir.path(), &[]).await;
+    let (server, acked) = loaded_server(dir.path(), &[], 150, 21).await;
     let port = server.pg.port().to_string();
     let run = |args: &[&str]| {
         let out = std::process::Command::new("psql")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::delta_readers::python;
-use crate::server::{run_loadgen, TestServer};
+use crate::server::loaded_server;
 
 const QUERIES: &[&str] = &[
     "SELECT service_name, count(*) AS spans, sum(duration_nano) AS total \
@@ -22,20 +22,9 @@ const QUERIES: &[&str] = &[
 #[tokio::test]
 async fn psycopg_and_adbc_flight_sql_get_the_answers_of_the_http_api() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &["--flush-interval", "200ms"]).await;
-    let summary = run_loadgen(&[
-        "--traces",
-        "120",
-        "--rate",
-        "0",
-        "--seed",
-        "13",
-        "--endpoint",
-        &server.grpc_url(),
-    ]);
-    let acked = summary["spans_acked"].as_u64().unwrap();
+    let (server, acked) = loaded_server(dir.path(), &[], 120, 13).await;
     server
-        .eventually(Duration::from_secs(20), "spans queryable", || async {
+        .eventually(Duration::from_secs(20), "rollups written", || async {
             server.count("").await == acked
                 && server
                     .sql("SELECT count(*) AS n FROM span_metrics_1m")

@@ -30,6 +30,36 @@ pub(crate) fn run_loadgen(args: &[&str]) -> Value {
     summary
 }
 
+/// A server (flushing every 200 ms, plus `extra` flags) with `traces` loadgen traces of `seed`
+/// sent and queryable; returns it and the number of spans acknowledged.
+pub(crate) async fn loaded_server(
+    dir: &Path,
+    extra: &[&str],
+    traces: u32,
+    seed: u32,
+) -> (TestServer, u64) {
+    let mut args = vec!["--flush-interval", "200ms"];
+    args.extend_from_slice(extra);
+    let server = TestServer::start(dir, &args).await;
+    let summary = run_loadgen(&[
+        "--traces",
+        &traces.to_string(),
+        "--rate",
+        "0",
+        "--seed",
+        &seed.to_string(),
+        "--endpoint",
+        &server.grpc_url(),
+    ]);
+    let acked = summary["spans_acked"].as_u64().unwrap();
+    server
+        .eventually(Duration::from_secs(20), "spans queryable", || async {
+            server.count("").await == acked
+        })
+        .await;
+    (server, acked)
+}
+
 /// A running `tracelake serve`. Killed on drop.
 pub(crate) struct TestServer {
     child: Option<Child>,

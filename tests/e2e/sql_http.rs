@@ -1,11 +1,9 @@
 //! `POST /api/sql` output formats: the JSON array, and the streamed JSON lines, CSV and Arrow
 //! IPC, with the same rows; the row limit in each; errors before and after the first row.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::server::{run_loadgen, TestServer};
+use crate::server::{loaded_server, TestServer};
 
 async fn post(server: &TestServer, format: &str, sql: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -21,33 +19,14 @@ async fn every_format_carries_the_same_rows_and_the_row_limit_is_never_silent() 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tracelake.toml");
     std::fs::write(&config, "[query]\nmax_rows = 500\n").unwrap();
-    let server = TestServer::start(
+    let (server, acked) = loaded_server(
         &dir.path().join("data"),
-        &[
-            "--flush-interval",
-            "200ms",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+        &["--config", config.to_str().unwrap()],
+        100,
+        3,
     )
     .await;
-    let summary = run_loadgen(&[
-        "--traces",
-        "100",
-        "--rate",
-        "0",
-        "--seed",
-        "3",
-        "--endpoint",
-        &server.grpc_url(),
-    ]);
-    let acked = summary["spans_acked"].as_u64().unwrap();
     assert!(acked > 500, "{acked} spans: the limit must cut them");
-    server
-        .eventually(Duration::from_secs(20), "spans queryable", || async {
-            server.count("").await == acked
-        })
-        .await;
 
     let sql = "SELECT encode(span_id, 'hex') AS id, name, duration_nano, http_route \
                FROM spans ORDER BY id LIMIT 400";
