@@ -540,6 +540,10 @@ async fn psql_lists_the_tables() {
     let dt = run(&["-c", "\\dt"]);
     assert!(dt.contains("spans"), "{dt}");
     assert!(dt.contains("span_metrics_1m"), "{dt}");
+    let described = run(&["-c", "\\d spans"]);
+    for column in ["trace_id", "service_name", "duration_nano", "start_time"] {
+        assert!(described.contains(column), "{described}");
+    }
     let count = run(&["-A", "-t", "-c", "SELECT count(*) FROM spans"]);
     assert_eq!(count.trim(), acked.to_string());
 }
