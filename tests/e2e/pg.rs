@@ -547,3 +547,59 @@ async fn psql_lists_the_tables() {
     let count = run(&["-A", "-t", "-c", "SELECT count(*) FROM spans"]);
     assert_eq!(count.trim(), acked.to_string());
 }
+
+/// The statements DBeaver (through PostgreSQL's JDBC driver) sends on connect and to list a
+/// schema's tables.
+#[tokio::test]
+async fn dbeaver_connects_and_lists_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = loaded_server(dir.path(), &[], 20, 2).await;
+    let client = connect(&server, "default", None).await.unwrap();
+    for sql in [
+        "SET extra_float_digits = 3",
+        "SET application_name = 'PostgreSQL JDBC Driver'",
+        "SET application_name = 'DBeaver 25.1.5 - Main <default>'",
+        "SELECT current_schema(),session_user",
+        "SHOW search_path",
+        "SELECT version()",
+        "SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datname='default'",
+        "SELECT * FROM pg_catalog.pg_settings where name='standard_conforming_strings'",
+        "SELECT * FROM pg_catalog.pg_enum WHERE 1<>1 LIMIT 1",
+        "SELECT reltype FROM pg_catalog.pg_class WHERE 1<>1 LIMIT 1",
+    ] {
+        client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    let namespaces = simple(
+        &client,
+        "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n \
+         LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 \
+         AND d.classoid='pg_namespace'::regclass ORDER BY nspname",
+    )
+    .await;
+    let public = namespaces
+        .iter()
+        .find(|r| r[2].as_deref() == Some("public"))
+        .unwrap_or_else(|| panic!("{namespaces:?}"))[0]
+        .clone()
+        .unwrap();
+    let tables = simple(
+        &client,
+        &format!(
+            "SELECT c.oid,c.relname,d.description,\
+             pg_catalog.pg_get_expr(c.relpartbound, c.oid) as partition_expr, \
+             pg_catalog.pg_get_partkeydef(c.oid) as partition_key \
+             FROM pg_catalog.pg_class c \
+             LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=c.oid AND d.objsubid=0 \
+             AND d.classoid='pg_class'::regclass \
+             WHERE c.relnamespace={public} AND c.relkind not in ('i','I','c') ORDER BY c.relname"
+        ),
+    )
+    .await;
+    let names: Vec<_> = tables.iter().map(|r| r[1].clone().unwrap()).collect();
+    for want in ["span_metrics_1m", "spans", "traces"] {
+        assert!(names.contains(&want.to_string()), "{names:?}");
+    }
+}
