@@ -412,13 +412,29 @@ impl QueryEngine {
         })
     }
 
-    /// The query runtime, for CPU-heavy work next to a query (encoding its results for a
-    /// client), so that it never runs on the IO threads.
-    pub fn runtime_handle(&self) -> Result<tokio::runtime::Handle> {
-        self.runtime
+    /// Runs `stream` on the query runtime, at most two items ahead of its reader: for the
+    /// CPU-heavy end of a query (encoding its rows for a client), so that it never runs on the
+    /// IO threads. The stream stops when it ends or when the returned stream is dropped.
+    pub fn drive<T: Send + 'static>(
+        &self,
+        stream: impl futures::Stream<Item = T> + Send + 'static,
+    ) -> Result<impl futures::Stream<Item = T> + Send + 'static> {
+        let runtime = self
+            .runtime
             .as_ref()
-            .map(|r| r.handle().clone())
-            .ok_or_else(|| Error::Internal("query engine is shut down".into()))
+            .ok_or_else(|| Error::Internal("query engine is shut down".into()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        runtime.spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(item) = stream.next().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
     }
 
     pub(crate) fn storage(&self) -> &Arc<Storage> {

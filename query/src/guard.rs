@@ -15,14 +15,20 @@ pub const MAX_SQL_BYTES: usize = 256 * 1024;
 
 const ALLOWED: &str = "only read-only queries are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE)";
 
-/// Checks that `sql` is exactly one read-only statement.
-pub fn check(sql: &str) -> Result<()> {
+/// Refuses SQL text longer than [`MAX_SQL_BYTES`], before anything parses it.
+pub fn check_size(sql: &str) -> Result<()> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(Error::Refused(format!(
             "sql text is {} bytes; the limit is {MAX_SQL_BYTES}",
             sql.len()
         )));
     }
+    Ok(())
+}
+
+/// Checks that `sql` is exactly one read-only statement.
+pub fn check(sql: &str) -> Result<()> {
+    check_size(sql)?;
     let statements = DFParser::parse_sql(sql).map_err(|e| {
         Error::Parse(match e.find_root() {
             datafusion::error::DataFusionError::SQL(p, _) => p.to_string(),

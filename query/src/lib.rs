@@ -33,3 +33,4 @@ mod views;
 
 pub use engine::{parse_trace_id, QueryConfig, QueryEngine, QueryOutput, SqlStream, TimeRange};
 pub use error::{Error, Result};
+pub use pg_catalog::server_setting;

@@ -36,21 +36,26 @@ pub(crate) fn unregister(ctx: &SessionContext) {
     }
 }
 
-/// The value `current_setting(name)` gives for the settings clients read; NULL for others.
-fn setting(name: &str) -> Option<&'static str> {
+/// The server's value of a PostgreSQL setting clients read, as `SHOW` and `current_setting()`
+/// give it; `None` for settings tracelake does not have.
+pub fn server_setting(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {
-        "search_path" => "public",
         "server_version" => "16.6",
         "server_version_num" => "160006",
         "server_encoding" | "client_encoding" => "UTF8",
-        "standard_conforming_strings" => "on",
+        "standard_conforming_strings" | "integer_datetimes" => "on",
+        "transaction_read_only" | "default_transaction_read_only" => "on",
+        "transaction_isolation" | "default_transaction_isolation" => "read committed",
         "timezone" => "UTC",
         "datestyle" => "ISO, MDY",
         "intervalstyle" => "postgres",
-        "transaction_isolation" | "default_transaction_isolation" => "read committed",
-        "transaction_read_only" | "default_transaction_read_only" => "on",
+        "bytea_output" => "hex",
+        "extra_float_digits" => "1",
+        "search_path" => "public",
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0",
+        "application_name" => "",
+        "client_min_messages" => "notice",
         "max_identifier_length" => "63",
-        "integer_datetimes" => "on",
         _ => return None,
     })
 }
@@ -67,14 +72,14 @@ fn current_setting() -> datafusion::logical_expr::ScalarUDF {
                     }
                     _ => None,
                 };
-                let value = name.and_then(setting).map(str::to_string);
+                let value = name.and_then(server_setting).map(str::to_string);
                 Ok(ColumnarValue::Scalar(ScalarValue::Utf8(value)))
             }
             ColumnarValue::Array(a) => {
                 let names = arrow::compute::cast(a, &DataType::Utf8)?;
                 let mut out = StringBuilder::new();
                 for name in names.as_string::<i32>() {
-                    out.append_option(name.and_then(setting));
+                    out.append_option(name.and_then(server_setting));
                 }
                 Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
             }

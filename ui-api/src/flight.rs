@@ -599,20 +599,10 @@ impl FlightSql {
         let schema = stream.schema();
         let batches = stream.map_err(|e| FlightError::Tonic(Box::new(status(e))));
         // IPC encoding is CPU work: it runs on the query runtime, two messages ahead at most.
-        let runtime = self.engine.runtime_handle().map_err(status)?;
-        let mut encoded = encode(schema, batches).into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        runtime.spawn(async move {
-            while let Some(message) = futures::StreamExt::next(&mut encoded).await {
-                let failed = message.is_err();
-                if tx.send(message).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        let messages = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|message| (message, rx))
-        });
+        let messages = self
+            .engine
+            .drive(encode(schema, batches).into_inner())
+            .map_err(status)?;
         Ok(Response::new(Box::pin(messages)))
     }
 

@@ -177,7 +177,9 @@ impl Startup {
         let (pid, secret) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret);
         let mut params = DefaultServerParameterProvider::default();
-        params.server_version = "16.6".to_string();
+        if let Some(version) = tracelake_query::server_setting("server_version") {
+            params.server_version = version.to_string();
+        }
         params.is_superuser = false;
         params.default_transaction_read_only = true;
         finish_authentication(client, &params).await
@@ -348,31 +350,10 @@ fn set_statement(set: &Set) -> PgWireResult<Session> {
 
 /// The value `SHOW name` gives: what the session set, else the server's setting.
 fn show_value(name: &str, metadata: &std::collections::HashMap<String, String>) -> Option<String> {
-    if let Some(v) = metadata.get(name) {
-        return Some(v.clone());
-    }
-    Some(
-        match name {
-            "server_version" => "16.6",
-            "server_version_num" => "160006",
-            "server_encoding" | "client_encoding" => "UTF8",
-            "standard_conforming_strings" | "integer_datetimes" => "on",
-            "transaction_read_only" | "default_transaction_read_only" => "on",
-            "transaction_isolation" | "default_transaction_isolation" => "read committed",
-            "timezone" => "UTC",
-            "datestyle" => "ISO, MDY",
-            "intervalstyle" => "postgres",
-            "bytea_output" => "hex",
-            "extra_float_digits" => "1",
-            "search_path" => "public",
-            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0",
-            "application_name" => "",
-            "client_min_messages" => "notice",
-            "max_identifier_length" => "63",
-            _ => return None,
-        }
-        .to_string(),
-    )
+    metadata
+        .get(name)
+        .cloned()
+        .or_else(|| tracelake_query::server_setting(name).map(str::to_string))
 }
 
 fn show_schema(name: &str) -> SchemaRef {
@@ -534,28 +515,16 @@ fn pg_batch(
 /// The rows of a running query as PostgreSQL data rows, encoded on the query runtime.
 fn data_rows(
     engine: &QueryEngine,
-    mut batches: SqlStream,
+    batches: SqlStream,
     schema: SchemaRef,
     fields: Arc<Vec<FieldInfo>>,
 ) -> PgWireResult<impl Stream<Item = PgWireResult<DataRow>> + Send + 'static> {
-    let runtime = engine.runtime_handle().map_err(|e| query_error(e, None))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<PgWireResult<Vec<DataRow>>>(2);
-    runtime.spawn(async move {
-        while let Some(batch) = batches.next().await {
-            let rows = match batch.map(|b| pg_batch(b, &schema)) {
-                Ok(Ok(b)) => encode_recordbatch(Arc::clone(&fields), b).collect(),
-                Ok(Err(e)) => Err(PgWireError::ApiError(Box::new(e))),
-                Err(e) => Err(query_error(e, None)),
-            };
-            let failed = rows.is_err();
-            if tx.send(rows).await.is_err() || failed {
-                break;
-            }
-        }
+    let chunks = batches.map(move |batch| -> PgWireResult<Vec<DataRow>> {
+        let batch = batch.map_err(|e| query_error(e, None))?;
+        let batch = pg_batch(batch, &schema).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        encode_recordbatch(Arc::clone(&fields), batch).collect()
     });
-    let chunks = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    let chunks = engine.drive(chunks).map_err(|e| query_error(e, None))?;
     Ok(chunks.flat_map(|chunk| {
         let rows: Vec<PgWireResult<DataRow>> = match chunk {
             Ok(rows) => rows.into_iter().map(Ok).collect(),
@@ -674,16 +643,7 @@ pub struct Parser {
 
 impl Parser {
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
-        if sql.len() > tracelake_query::guard::MAX_SQL_BYTES {
-            return Err(query_error(
-                Error::Refused(format!(
-                    "sql text is {} bytes; the limit is {}",
-                    sql.len(),
-                    tracelake_query::guard::MAX_SQL_BYTES
-                )),
-                None,
-            ));
-        }
+        tracelake_query::guard::check_size(sql).map_err(|e| query_error(e, None))?;
         self.sql.parse(sql).map_err(|e| {
             // DataFusion's parser tells where the error is; use its message when it has one.
             let message = match tracelake_query::guard::check(sql) {

@@ -118,6 +118,12 @@ fn content_type(format: Format) -> &'static str {
     }
 }
 
+/// A piece of a streamed result.
+enum Part {
+    Start,
+    Batch(RecordBatch),
+}
+
 /// Encodes one streamed format batch by batch.
 struct StreamEncoder {
     format: Format,
@@ -190,6 +196,19 @@ impl StreamEncoder {
         Ok(Vec::new())
     }
 
+    /// The end of a stream the query broke off: a `jsonl` error line; the other formats cut
+    /// the transfer, so it does not look complete.
+    fn fail(&self, message: String) -> Result<Bytes, std::io::Error> {
+        tracing::info!(error = %message, rows = self.rows, "sql stream ended early");
+        if self.format != Format::Jsonl {
+            return Err(std::io::Error::other(message));
+        }
+        let mut line =
+            serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+        line.push(b'\n');
+        Ok(Bytes::from(line))
+    }
+
     fn take_arrow(&mut self) -> Vec<u8> {
         self.arrow
             .as_mut()
@@ -206,71 +225,44 @@ async fn stream(
     sql: &str,
     format: Format,
 ) -> Result<Response, ApiError> {
-    let mut batches = state.engine.sql_stream(tenant, sql, None).await?;
-    let runtime = state.engine.runtime_handle()?;
+    let batches = state.engine.sql_stream(tenant, sql, None).await?;
     let schema = batches.schema();
-    let mut encoder = StreamEncoder::new(format, &schema)
+    let encoder = StreamEncoder::new(format, &schema)
         .map_err(|e| ApiError::Internal(format!("encoding result: {e}")))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
-    runtime.spawn(async move {
-        let head = encoder.start(&schema);
-        let mut failure: Option<String> = None;
-        match head {
-            Ok(b) if !b.is_empty() => {
-                if tx.send(Ok(b.into())).await.is_err() {
-                    return;
+    // The start (the CSV header or the Arrow schema), then the batches, then the end: the
+    // Arrow end-of-stream marker, or the error that stopped the query.
+    let parts = futures::stream::once(futures::future::ready(Ok(Part::Start)))
+        .chain(batches.map(|b| b.map(Part::Batch)));
+    let chunks = futures::stream::unfold(Some((encoder, Box::pin(parts))), move |state| {
+        let schema = Arc::clone(&schema);
+        async move {
+            let (mut encoder, mut parts) = state?;
+            let chunk = match parts.next().await {
+                Some(Ok(Part::Start)) => encoder.start(&schema),
+                Some(Ok(Part::Batch(batch))) => encoder.batch(&batch),
+                Some(Err(e)) => return Some((encoder.fail(e.to_string()), None)),
+                None => {
+                    let end = encoder.finish().map(Bytes::from).map_err(encoding);
+                    return Some((end, None));
                 }
-            }
-            Ok(_) => {}
-            Err(e) => failure = Some(format!("encoding result: {e}")),
-        }
-        while failure.is_none() {
-            let Some(batch) = batches.next().await else {
-                break;
-            };
-            let chunk = match batch {
-                Ok(b) => encoder
-                    .batch(&b)
-                    .map_err(|e| format!("encoding result: {e}")),
-                Err(e) => Err(e.to_string()),
             };
             match chunk {
-                Ok(c) => {
-                    if tx.send(Ok(c.into())).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => failure = Some(e),
+                Ok(c) => Some((Ok(Bytes::from(c)), Some((encoder, parts)))),
+                Err(e) => Some((Err(encoding(e)), None)),
             }
         }
-        let end = match failure {
-            None => encoder
-                .finish()
-                .map(Bytes::from)
-                .map_err(|e| std::io::Error::other(format!("encoding result: {e}"))),
-            Some(message) => {
-                tracing::info!(error = %message, rows = encoder.rows, "sql stream ended early");
-                if format == Format::Jsonl {
-                    let mut line = serde_json::to_vec(&serde_json::json!({ "error": message }))
-                        .unwrap_or_default();
-                    line.push(b'\n');
-                    Ok(Bytes::from(line))
-                } else {
-                    Err(std::io::Error::other(message))
-                }
-            }
-        };
-        let _ = tx.send(end).await;
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    let body = state.engine.drive(chunks)?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, content_type(format))],
         axum::body::Body::from_stream(body),
     )
         .into_response())
+}
+
+fn encoding(e: ArrowError) -> std::io::Error {
+    std::io::Error::other(format!("encoding result: {e}"))
 }
 
 /// The JSON array of `format=json`.
