@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, Int64Type, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::Column;
 use datafusion::common::ParamValues;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::expr::Placeholder;
+use datafusion::logical_expr::{cast, Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
@@ -127,7 +130,8 @@ pub struct QueryEngine {
     storage: Arc<Storage>,
     config: QueryConfig,
     runtime_env: Arc<RuntimeEnv>,
-    contexts: Mutex<HashMap<String, SessionContext>>,
+    /// Per tenant: the session of the engine's own queries, and the SQL front-ends' one.
+    contexts: Mutex<HashMap<(String, Session), SessionContext>>,
     coverage: Arc<CoverageCache>,
     densities: Arc<DensityCache>,
     pub(crate) slo_registry: Arc<crate::slo::SloRegistry>,
@@ -332,8 +336,14 @@ impl QueryEngine {
 
     /// The DataFusion session of `tenant`, with its `spans` table registered.
     pub fn context(&self, tenant: &str) -> Result<SessionContext> {
+        self.session(tenant, Session::Engine)
+    }
+
+    /// The session of `tenant` for one of its kinds, made once.
+    fn session(&self, tenant: &str, kind: Session) -> Result<SessionContext> {
         validate_tenant(tenant)?;
-        if let Some(ctx) = self.contexts.lock().get(tenant) {
+        let key = (tenant.to_string(), kind);
+        if let Some(ctx) = self.contexts.lock().get(&key) {
             return Ok(ctx.clone());
         }
         let mut config = SessionConfig::new()
@@ -346,6 +356,7 @@ impl QueryEngine {
         opts.execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime_env));
         crate::sketch::register(&ctx);
+        crate::percentile::register(&ctx);
         crate::pg_catalog::register(&ctx, tenant)?;
         crate::functions::register(&ctx);
         ctx.register_udtf(
@@ -355,10 +366,11 @@ impl QueryEngine {
                 tenant: tenant.to_string(),
             }),
         );
-        let spans: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(SpansTable::new(
-            Arc::clone(&self.storage),
-            tenant.to_string(),
-        ));
+        let (storage, name) = (Arc::clone(&self.storage), tenant.to_string());
+        let spans: Arc<dyn datafusion::catalog::TableProvider> = match kind {
+            Session::Engine => Arc::new(SpansTable::new(storage, name)),
+            Session::Sql => Arc::new(SpansTable::with_view_types(storage, name)),
+        };
         ctx.register_table("spans", Arc::clone(&spans))?;
         crate::views::register(&ctx, spans)?;
         ctx.register_table(
@@ -368,16 +380,13 @@ impl QueryEngine {
                 tenant.to_string(),
             )),
         )?;
-        self.contexts
-            .lock()
-            .entry(tenant.to_string())
-            .or_insert(ctx.clone());
+        self.contexts.lock().entry(key).or_insert(ctx.clone());
         Ok(ctx)
     }
 
     /// The tenant's session with a memory pool of its own, for one SQL query.
     fn sql_context(&self, tenant: &str) -> Result<SessionContext> {
-        let ctx = self.context(tenant)?;
+        let ctx = self.session(tenant, Session::Sql)?;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(
                 self.config.sql_memory_limit,
@@ -472,14 +481,10 @@ impl QueryEngine {
     /// schema and the types of its `$n` parameters, for prepared statements.
     pub async fn sql_plan(&self, tenant: &str, sql: &str) -> Result<LogicalPlan> {
         guard::check(sql)?;
-        let ctx = self.context(tenant)?;
+        let ctx = self.session(tenant, Session::Sql)?;
         let sql = sql.to_string();
-        self.run(async move {
-            let plan = ctx.state().create_logical_plan(&sql).await?;
-            read_only().verify_plan(&plan)?;
-            Ok(plan)
-        })
-        .await
+        self.run(async move { sql_logical_plan(&ctx, &sql).await })
+            .await
     }
 
     /// Starts one read-only SQL statement for `tenant`, with values for its `$n` parameters.
@@ -511,7 +516,8 @@ impl QueryEngine {
         let deadline = tokio::time::Instant::now() + timeout;
         let started = runtime.spawn(async move {
             let run = async move {
-                let mut df = ctx.sql_with_options(&sql, read_only()).await?;
+                let plan = sql_logical_plan(&ctx, &sql).await?;
+                let mut df = ctx.execute_logical_plan(plan).await?;
                 if let Some(params) = params {
                     df = df.with_param_values(params)?;
                 }
@@ -642,6 +648,101 @@ impl Drop for QueryEngine {
             rt.shutdown_background();
         }
     }
+}
+
+/// The kinds of session a tenant has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Session {
+    /// The engine's own queries (lookups, searches, metrics, SLOs): text columns as `Utf8`.
+    Engine,
+    /// The SQL front-ends: text columns of `spans` read as `Utf8View` (see
+    /// [`SpansTable::with_view_types`]), results and parameters in the classic types.
+    Sql,
+}
+
+/// The plan of one read-only SQL statement in a [`Session::Sql`] session, checked by
+/// [`read_only`] and given the classic interface ([`classic_interface`]).
+async fn sql_logical_plan(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    read_only().verify_plan(&plan)?;
+    Ok(classic_interface(plan)?)
+}
+
+/// `data_type` with its view types (`Utf8View`, `BinaryView`, also inside lists and structs)
+/// as the classic ones, or `None` when it has none.
+fn classic_type(data_type: &DataType) -> Option<DataType> {
+    let field = |f: &FieldRef| {
+        classic_type(f.data_type()).map(|t| Arc::new(f.as_ref().clone().with_data_type(t)))
+    };
+    match data_type {
+        DataType::Utf8View => Some(DataType::Utf8),
+        DataType::BinaryView => Some(DataType::Binary),
+        DataType::List(f) => field(f).map(DataType::List),
+        DataType::LargeList(f) => field(f).map(DataType::LargeList),
+        DataType::FixedSizeList(f, n) => field(f).map(|f| DataType::FixedSizeList(f, *n)),
+        DataType::Struct(fields) if fields.iter().any(|f| field(f).is_some()) => {
+            Some(DataType::Struct(
+                fields
+                    .iter()
+                    .map(|f| field(f).unwrap_or_else(|| Arc::clone(f)))
+                    .collect(),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// `plan` as SQL clients see it: its view-typed output columns cast to the classic types, and
+/// its view-typed `$n` parameters taking classic values (cast where they are used). Clients
+/// of the PostgreSQL and Flight SQL protocols, and Arrow readers of `/api/sql`, get `Utf8`
+/// and `Binary` whichever way the engine reads the table.
+fn classic_interface(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    let plan = plan
+        .transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| {
+                e.transform_up(|e| match e {
+                    Expr::Placeholder(Placeholder {
+                        id,
+                        field: Some(field),
+                    }) => match classic_type(field.data_type()) {
+                        Some(classic) => {
+                            let view = field.data_type().clone();
+                            let field = Arc::new(field.as_ref().clone().with_data_type(classic));
+                            let param = Expr::Placeholder(Placeholder {
+                                id,
+                                field: Some(field),
+                            });
+                            Ok(Transformed::yes(cast(param, view)))
+                        }
+                        None => Ok(Transformed::no(Expr::Placeholder(Placeholder {
+                            id,
+                            field: Some(field),
+                        }))),
+                    },
+                    e => Ok(Transformed::no(e)),
+                })
+            })
+        })?
+        .data;
+    let schema = Arc::clone(plan.schema());
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| classic_type(f.data_type()).is_some())
+    {
+        return Ok(plan);
+    }
+    let columns = schema
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(Column::from((qualifier, field)));
+            match classic_type(field.data_type()) {
+                Some(t) => cast(column, t).alias_qualified(qualifier.cloned(), field.name()),
+                None => column,
+            }
+        })
+        .collect::<Vec<_>>();
+    LogicalPlanBuilder::from(plan).project(columns)?.build()
 }
 
 /// DataFusion's own check of a planned statement: no DDL, no DML, no `SET`.

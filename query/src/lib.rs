@@ -21,6 +21,7 @@ mod functions;
 pub mod guard;
 pub mod jaeger;
 pub mod metrics;
+mod percentile;
 mod pg_catalog;
 mod provider;
 pub mod red;

@@ -200,6 +200,136 @@ async fn read_only_guard_and_limits() {
     assert_eq!(rows(&out.batches), 1);
 }
 
+/// SQL reads the text columns as views (the fast path), and clients still see `Utf8`:
+/// results, parameters, the `traces` view; filters on views prune partitions and statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_reads_text_as_views_and_answers_in_classic_types() {
+    use arrow::datatypes::DataType;
+    use datafusion::common::ParamValues;
+    use datafusion::scalar::ScalarValue;
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path()).await;
+    let engine = QueryEngine::new(Arc::clone(&storage), QueryConfig::default()).unwrap();
+    // Hour 00 flushed, hour 01 flushed, and more of hour 01 in the buffer.
+    append(&storage, (0..20).map(|i| trace(i, 0, 3)).collect()).await;
+    append(&storage, (20..30).map(|i| trace(i, 1, 2)).collect()).await;
+    storage.flush().await.unwrap();
+    append(&storage, (30..35).map(|i| trace(i, 1, 3)).collect()).await;
+
+    let text = |batches: &[RecordBatch], column: usize| -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c = arrow::compute::cast(b.column(column), &DataType::Utf8).unwrap();
+                let c = c.as_string::<i32>().clone();
+                (0..c.len()).map(move |i| c.value(i).to_string())
+            })
+            .collect()
+    };
+    // Read as views: from the files and from the buffer alike.
+    let out = engine
+        .sql(
+            "default",
+            "SELECT DISTINCT arrow_typeof(name), arrow_typeof(date), hour FROM spans \
+             ORDER BY hour",
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&out.batches, 0), ["Utf8View", "Utf8View"]);
+    assert_eq!(text(&out.batches, 1), ["Utf8View", "Utf8View"]);
+    assert_eq!(text(&out.batches, 2), ["00", "01"]);
+
+    // Answered as Utf8, nested ones too.
+    let out = engine
+        .sql(
+            "default",
+            "SELECT name, date, count(*) AS n, array_agg(DISTINCT name) AS names FROM spans \
+             GROUP BY name, date ORDER BY name",
+        )
+        .await
+        .unwrap();
+    let types: Vec<DataType> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(types[0], DataType::Utf8);
+    assert_eq!(types[1], DataType::Utf8);
+    assert!(
+        matches!(&types[3], DataType::List(f) if f.data_type() == &DataType::Utf8),
+        "{types:?}"
+    );
+    for b in &out.batches {
+        assert_eq!(b.schema(), out.schema);
+    }
+    assert_eq!(text(&out.batches, 0), ["op-0", "op-1", "op-2"]);
+    let out = engine
+        .sql("default", "SELECT root_name, services FROM traces LIMIT 1")
+        .await
+        .unwrap();
+    assert_eq!(out.schema.field(0).data_type(), &DataType::Utf8);
+
+    // Filters on view columns are right, buffer included, and prune files.
+    let count = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            let out = engine.sql("default", sql).await.unwrap();
+            out.batches[0]
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0)
+        }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM spans WHERE hour = '01'").await,
+        35
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM spans WHERE hour = '01' AND name = 'op-2'").await,
+        5
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM spans WHERE name > 'op-0'").await,
+        60
+    );
+    let plan = explain_text(
+        &engine
+            .sql(
+                "default",
+                "EXPLAIN ANALYZE SELECT count(*) FROM spans WHERE hour = '01' AND name = 'op-2'",
+            )
+            .await
+            .unwrap()
+            .batches,
+    );
+    // Hour 00's file by its partition, hour 01's by its statistics of `name` (op-0..op-1).
+    assert!(plan.contains("count_files_scanned=0"), "{plan}");
+
+    // A parameter compared with a view column is typed Utf8, and takes a Utf8 value.
+    let sql = "SELECT count(*) FROM spans WHERE name = $1";
+    let plan = engine.sql_plan("default", sql).await.unwrap();
+    let types = plan.get_parameter_types().unwrap();
+    assert_eq!(types["$1"], Some(DataType::Utf8), "{types:?}");
+    let mut stream = engine
+        .sql_stream(
+            "default",
+            sql,
+            Some(ParamValues::from(vec![ScalarValue::Utf8(Some(
+                "op-1".into(),
+            ))])),
+        )
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let batch = stream.next().await.unwrap().unwrap();
+    let n = batch
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    assert_eq!(n.value(0), 35);
+}
+
 fn hex_to(s: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     for i in 0..16 {
