@@ -39,13 +39,26 @@ enum ConfigCommand {
     Example,
 }
 
+/// mimalloc, as DataFusion's own CLI and benchmarks use: query operators allocate and free
+/// large buffers at a high rate, which the system allocator serves with fresh pages each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TRACELAKE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(
-            "info,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn,delta_kernel=warn,datafusion=warn",
-        ));
+        .unwrap_or_else(|_| {
+            // deltalake's writer warns once per binary column of every file it writes (ids have
+            // no min/max statistics, by design), and the kernel logs an error for each table it
+            // is asked about before that table's first commit (which the caller expects and
+            // handles): both would drown a compaction's real messages.
+            EnvFilter::new(
+                "info,deltalake=warn,deltalake_core=warn,deltalake_core::writer::stats=error,\
+                 buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,delta_kernel=warn,\
+                 datafusion=warn",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
