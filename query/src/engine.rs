@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, FieldRef, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, Int64Type, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Column;
 use datafusion::common::ParamValues;
@@ -483,7 +483,7 @@ impl QueryEngine {
         guard::check(sql)?;
         let ctx = self.session(tenant, Session::Sql)?;
         let sql = sql.to_string();
-        self.run(async move { sql_logical_plan(&ctx, &sql).await })
+        self.run(async move { Ok(classic_output(sql_logical_plan(&ctx, &sql).await?)?) })
             .await
     }
 
@@ -522,17 +522,19 @@ impl QueryEngine {
                     df = df.with_param_values(params)?;
                 }
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let classic = classic_schema(&schema);
                 let stream = df.execute_stream().await?;
-                Ok::<_, Error>((schema, stream))
+                Ok::<_, Error>((schema, classic, stream))
             };
             match tokio::time::timeout_at(deadline, run).await {
                 Ok(r) => r.map_err(|e| over_memory(e, memory)),
                 Err(_) => Err(Error::Timeout(timeout)),
             }
         });
-        let (schema, mut batches) = started
+        let (schema, classic, mut batches) = started
             .await
             .map_err(|e| Error::Internal(format!("query task failed: {e}")))??;
+        let out_schema = classic.clone().unwrap_or(schema);
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
         let fail = Arc::clone(&failure);
@@ -541,6 +543,10 @@ impl QueryEngine {
                 let mut rows = 0usize;
                 while let Some(batch) = batches.next().await {
                     let batch = batch.map_err(|e| over_memory(e.into(), memory))?;
+                    let batch = match &classic {
+                        Some(schema) => crate::provider::cast_batch(&batch, schema)?,
+                        None => batch,
+                    };
                     if rows + batch.num_rows() > max_rows {
                         let keep = max_rows - rows;
                         if keep > 0 && tx.send(batch.slice(0, keep)).await.is_err() {
@@ -570,7 +576,7 @@ impl QueryEngine {
             drop(tx);
         });
         Ok(SqlStream {
-            schema,
+            schema: out_schema,
             batches: rx,
             failure,
         })
@@ -661,11 +667,11 @@ enum Session {
 }
 
 /// The plan of one read-only SQL statement in a [`Session::Sql`] session, checked by
-/// [`read_only`] and given the classic interface ([`classic_interface`]).
+/// [`read_only`], with its parameters in the classic types ([`classic_parameters`]).
 async fn sql_logical_plan(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     let plan = ctx.state().create_logical_plan(sql).await?;
     read_only().verify_plan(&plan)?;
-    Ok(classic_interface(plan)?)
+    Ok(classic_parameters(plan)?)
 }
 
 /// `data_type` with its view types (`Utf8View`, `BinaryView`, also inside lists and structs)
@@ -692,12 +698,10 @@ fn classic_type(data_type: &DataType) -> Option<DataType> {
     }
 }
 
-/// `plan` as SQL clients see it: its view-typed output columns cast to the classic types, and
-/// its view-typed `$n` parameters taking classic values (cast where they are used). Clients
-/// of the PostgreSQL and Flight SQL protocols, and Arrow readers of `/api/sql`, get `Utf8`
-/// and `Binary` whichever way the engine reads the table.
-fn classic_interface(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
-    let plan = plan
+/// `plan` with its view-typed `$n` parameters taking classic values (cast where they are
+/// used): clients bind `Utf8` and `Binary` whichever way the engine reads the table.
+fn classic_parameters(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    Ok(plan
         .transform_up_with_subqueries(|node| {
             node.map_expressions(|e| {
                 e.transform_up(|e| match e {
@@ -723,7 +727,38 @@ fn classic_interface(plan: LogicalPlan) -> datafusion::common::Result<LogicalPla
                 })
             })
         })?
-        .data;
+        .data)
+}
+
+/// The result schema clients see for `schema`: its view types as the classic ones, or `None`
+/// when it has none. [`QueryEngine::sql_stream`] casts the batches to it.
+fn classic_schema(schema: &SchemaRef) -> Option<SchemaRef> {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| classic_type(f.data_type()).is_some())
+    {
+        return None;
+    }
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match classic_type(f.data_type()) {
+            Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+            None => Arc::clone(f),
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
+/// `plan` with its output described as clients get it ([`classic_schema`]): for describing a
+/// statement only. Run, the casting projection on top would make DataFusion repartition the
+/// rows before it (and buffer them there); [`QueryEngine::sql_stream`] casts its batches
+/// instead.
+fn classic_output(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
     let schema = Arc::clone(plan.schema());
     if !schema
         .fields()
