@@ -733,25 +733,19 @@ fn classic_parameters(plan: LogicalPlan) -> datafusion::common::Result<LogicalPl
 /// The result schema clients see for `schema`: its view types as the classic ones, or `None`
 /// when it has none. [`QueryEngine::sql_stream`] casts the batches to it.
 fn classic_schema(schema: &SchemaRef) -> Option<SchemaRef> {
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| classic_type(f.data_type()).is_some())
-    {
-        return None;
-    }
+    let mut changed = false;
     let fields: Vec<FieldRef> = schema
         .fields()
         .iter()
         .map(|f| match classic_type(f.data_type()) {
-            Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+            Some(t) => {
+                changed = true;
+                Arc::new(f.as_ref().clone().with_data_type(t))
+            }
             None => Arc::clone(f),
         })
         .collect();
-    Some(Arc::new(Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    )))
+    changed.then(|| Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
 }
 
 /// `plan` with its output described as clients get it ([`classic_schema`]): for describing a
@@ -760,20 +754,19 @@ fn classic_schema(schema: &SchemaRef) -> Option<SchemaRef> {
 /// instead.
 fn classic_output(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
     let schema = Arc::clone(plan.schema());
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| classic_type(f.data_type()).is_some())
-    {
+    let Some(classic) = classic_schema(schema.inner()) else {
         return Ok(plan);
-    }
+    };
     let columns = schema
         .iter()
-        .map(|(qualifier, field)| {
+        .zip(classic.fields())
+        .map(|((qualifier, field), want)| {
             let column = Expr::Column(Column::from((qualifier, field)));
-            match classic_type(field.data_type()) {
-                Some(t) => cast(column, t).alias_qualified(qualifier.cloned(), field.name()),
-                None => column,
+            if want.data_type() == field.data_type() {
+                column
+            } else {
+                cast(column, want.data_type().clone())
+                    .alias_qualified(qualifier.cloned(), field.name())
             }
         })
         .collect::<Vec<_>>();
